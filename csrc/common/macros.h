@@ -1,0 +1,23 @@
+// Macros shared by host code and kernel bodies. Safe to include from a
+// *_kernel.cuh: no tensor, runtime or CUDA host headers.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define KZ_HOST_DEVICE __host__ __device__
+#define KZ_DEVICE __device__
+#define KZ_INLINE __forceinline__
+#elif defined(KERNELZOO_CUDA_HARNESS)
+// The CPU execution harness of the C++ tests supplies __host__/__device__.
+#define KZ_HOST_DEVICE __host__ __device__
+#define KZ_DEVICE __device__
+#define KZ_INLINE inline
+#else
+#define KZ_HOST_DEVICE
+#define KZ_DEVICE
+#define KZ_INLINE inline
+#endif
+
+// Shorthand used by <op>_common.h: per-element math compiled for both sides.
+#define HOST_DEVICE KZ_HOST_DEVICE
+
+#define KZ_RESTRICT __restrict__

@@ -1,0 +1,67 @@
+// CUDA kernel body of pixel_shuffle / pixel_unshuffle. Kernel-safe: no tensor or
+// runtime host headers, so the C++ tests can run it through the CPU harness.
+//
+// One thread per destination element, walking the destination in memory order
+// (W fastest for a contiguous output, C fastest for channels_last), so stores
+// are coalesced; each thread gathers its source element through the shared
+// index map. index_t is int32 when every offset fits, int64 otherwise.
+#pragma once
+
+#include <cstdint>
+
+#include "../../common/macros.h"
+#include "pixel_shuffle_common.h"
+
+namespace kernelzoo {
+namespace pixel_shuffle_detail {
+
+template <typename index_t>
+struct KernelParams {
+  ShapeT<index_t> shape;
+  Strides4T<index_t> lo, hi;  // lo/hi strides; the destination side is dense
+  index_t dst_c, dst_h, dst_w;  // destination sizes (dims 1..3 of its 4-d view)
+  index_t total;                // destination elements
+  bool shuffle;                 // lo -> hi (else hi -> lo)
+  bool channels_last;           // destination memory order is N, H, W, C
+};
+
+constexpr int kBlockThreads = 256;
+
+// Grid for `total` destination elements: one thread each, capped so that very
+// large tensors use a grid-stride loop.
+inline unsigned grid_blocks(int64_t total) {
+  const int64_t blocks = (total + kBlockThreads - 1) / kBlockThreads;
+  const int64_t cap = int64_t{1} << 20;
+  return static_cast<unsigned>(blocks < cap ? blocks : cap);
+}
+
+template <typename T, typename index_t>
+__global__ void __launch_bounds__(kBlockThreads)
+    pixel_shuffle_kernel(T* KZ_RESTRICT dst, const T* KZ_RESTRICT src, KernelParams<index_t> p) {
+  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < p.total;
+       e += step) {
+    index_t n, c, y, x, t;
+    if (p.channels_last) {
+      c = e % p.dst_c;
+      t = e / p.dst_c;
+      x = t % p.dst_w;
+      t = t / p.dst_w;
+      y = t % p.dst_h;
+      n = t / p.dst_h;
+    } else {
+      x = e % p.dst_w;
+      t = e / p.dst_w;
+      y = t % p.dst_h;
+      t = t / p.dst_h;
+      c = t % p.dst_c;
+      n = t / p.dst_c;
+    }
+    const index_t off = p.shuffle ? lo_offset_of_hi(p.shape, p.lo, n, c, y, x)
+                                  : hi_offset_of_lo(p.shape, p.hi, n, c, y, x);
+    dst[e] = src[off];
+  }
+}
+
+}  // namespace pixel_shuffle_detail
+}  // namespace kernelzoo

@@ -1,0 +1,9 @@
+"""kernelzoo's operators, with the call signatures of their peer libraries.
+
+Each is also reachable as ``torch.ops.kernelzoo.<name>``; importing this package
+registers their fake (meta) kernels and autograd formulas.
+"""
+
+from .pixel_shuffle import pixel_shuffle, pixel_unshuffle
+
+__all__ = ["pixel_shuffle", "pixel_unshuffle"]

@@ -1,0 +1,6 @@
+"""Plain-PyTorch references of kernelzoo's operators: same signatures, slow and
+clear. Tests and benchmarks compare against them; they also help debugging."""
+
+from .pixel_shuffle import pixel_shuffle, pixel_unshuffle
+
+__all__ = ["pixel_shuffle", "pixel_unshuffle"]
