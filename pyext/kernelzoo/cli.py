@@ -66,7 +66,7 @@ def _cmd_bench(args) -> int:
             print("kernelzoo bench: --device cuda needs a visible GPU", file=sys.stderr)
             return 2
     try:
-        todo = bench.cases(args.ops)
+        todo = bench.list_cases(args.ops)
     except ValueError as e:
         print(f"kernelzoo bench: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,6 @@ Cases live in one registry. An op adds its cases in one module under
 decorator; ``kernelzoo bench [OP ...]`` runs them.
 """
 
-from .registry import Bench, case, cases, run, run_case, skip
+from .registry import Bench, case, list_cases, run, run_case, skip
 
-__all__ = ["Bench", "case", "cases", "run", "run_case", "skip"]
+__all__ = ["Bench", "case", "list_cases", "run", "run_case", "skip"]

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import torch
 
-__all__ = ["Bench", "Case", "Result", "case", "cases", "run", "run_case"]
+__all__ = ["Bench", "Case", "Result", "case", "list_cases", "run", "run_case", "skip"]
 
 
 @dataclasses.dataclass
@@ -92,7 +92,7 @@ def _load_cases() -> None:
     _LOADED = True
 
 
-def cases(ops: Iterable[str] = ()) -> list[Case]:
+def list_cases(ops: Iterable[str] = ()) -> list[Case]:
     """Registered cases, optionally only those of the given ops."""
     _load_cases()
     ops = list(ops)
@@ -221,7 +221,7 @@ def run(ops: Iterable[str] = (), device: str = "cpu", dtypes: Iterable[str] | No
         **timing) -> list[Result]:
     """Runs the matching cases and returns their results."""
     todo = []
-    for c in cases(ops):
+    for c in list_cases(ops):
         if device not in c.devices:
             continue
         for dt in (list(dtypes) if dtypes else c.dtypes):

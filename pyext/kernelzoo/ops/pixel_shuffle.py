@@ -2,7 +2,8 @@
 
 import torch
 from torch import Tensor
-from torch._prims_common import suggest_memory_format
+from torch._prims_common import (make_channels_last_strides_for, make_contiguous_strides_for,
+                                 suggest_memory_format)
 
 __all__ = ["pixel_shuffle", "pixel_unshuffle"]
 
@@ -36,11 +37,15 @@ def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
     return torch.ops.kernelzoo.pixel_unshuffle.default(input, downscale_factor)
 
 
-def _output_memory_format(input: Tensor) -> torch.memory_format:
-    # Mirrors pixel_shuffle.cpp: channels_last only for 4-d channels_last-like inputs.
+def _empty_output(input: Tensor, size) -> Tensor:
+    # Mirrors pixel_shuffle.cpp: channels_last only for 4-d channels_last-like
+    # inputs. Strides are built explicitly: `.contiguous(memory_format=...)` would
+    # keep contiguous strides where both layouts coincide (size-1 channels).
     if input.dim() == 4 and suggest_memory_format(input) == torch.channels_last:
-        return torch.channels_last
-    return torch.contiguous_format
+        strides = make_channels_last_strides_for(size)
+    else:
+        strides = make_contiguous_strides_for(size)
+    return input.new_empty_strided(size, strides)
 
 
 def _check_common(name: str, input: Tensor, factor: int, factor_name: str) -> None:
@@ -59,7 +64,7 @@ def _pixel_shuffle_fake(input: Tensor, upscale_factor: int) -> Tensor:
         "pixel_shuffle expects its input's 'channel' dimension to be divisible by the square "
         f"of upscale_factor, but input.size(-3)={c} is not divisible by {r * r}"))
     size = (*input.shape[:-3], c // (r * r), h * r, w * r)
-    return input.new_empty(size).contiguous(memory_format=_output_memory_format(input))
+    return _empty_output(input, size)
 
 
 @torch.library.register_fake("kernelzoo::pixel_unshuffle")
@@ -74,7 +79,7 @@ def _pixel_unshuffle_fake(input: Tensor, downscale_factor: int) -> Tensor:
         "pixel_unshuffle expects width to be divisible by downscale_factor, but "
         f"input.size(-1)={w} is not divisible by {r}"))
     size = (*input.shape[:-3], c * r * r, h // r, w // r)
-    return input.new_empty(size).contiguous(memory_format=_output_memory_format(input))
+    return _empty_output(input, size)
 
 
 # Each op's gradient is the other op, so gradients of any order come for free.
