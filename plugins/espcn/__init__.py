@@ -26,10 +26,11 @@ def example_inputs(model: ESPCN, batch_size: int = 2) -> tuple:
     return (torch.rand(batch_size, model.in_channels, 11, 13),)
 
 
-def train(model_name: str, **options) -> dict:
-    from .train import train as _train  # the training code is imported only when used
+def train_example(model_name: str, **options) -> dict:
+    """``kernelzoo train``: see :func:`kernelzoo.plugins.espcn.train.train`."""
+    from .train import train  # the training code is imported only when used
 
-    return _train(model_name, **options)
+    return train(model_name, **options)
 
 
 _presets = {}
@@ -44,5 +45,5 @@ family = ModelFamily(
     presets=_presets,
     example_inputs=example_inputs,
     description="ESPCN super-resolution (Shi et al., 2016) on kernelzoo's pixel_shuffle",
-    train=train,
+    train=train_example,
 )

@@ -196,25 +196,40 @@ class ModelFamily:
         return sorted(out, key=_natural_key)
 
     def override_keys(self, preset: str) -> list[str]:
-        """The keys :meth:`config` accepts as overrides for ``preset``."""
+        """The keys :meth:`config` accepts as overrides for ``preset``: the
+        fields of a dataclass config; for a dict config, the keyword
+        parameters of ``build`` (plus the preset's own keys if ``build`` takes
+        ``**kwargs``)."""
         config = self._preset(preset)
         if isinstance(config, dict):
-            keys = set(config)
-            for p in inspect.signature(self.build).parameters.values():
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                    keys.add(p.name)
-            return sorted(keys)
+            keys, var_kw = self._build_keywords()
+            return sorted(keys | set(config) if var_kw else keys)
         return [f.name for f in dataclasses.fields(config) if f.init]
+
+    def _build_keywords(self) -> tuple[set[str], bool]:
+        try:
+            params = inspect.signature(self.build).parameters.values()
+        except (TypeError, ValueError):  # no signature (some builtins): trust the presets
+            return set(), True
+        keys = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return keys, any(p.kind == p.VAR_KEYWORD for p in params)
 
     def config(self, preset: str, **overrides) -> Any:
         """The config of ``preset`` with ``overrides`` applied (a new object)."""
         config = self._preset(preset)
-        unknown = [k for k in overrides if k not in self.override_keys(preset)]
+        valid = self.override_keys(preset)
+        if isinstance(config, dict):
+            bad = [k for k in config if k not in valid]
+            if bad:
+                raise TypeError(f"{self.name}-{preset}: the preset has keys that build does "
+                                f"not accept: {', '.join(map(repr, bad))}; build's keywords: "
+                                f"{', '.join(valid)}")
+        unknown = [k for k in overrides if k not in valid]
         if unknown:
             s = "s" if len(unknown) > 1 else ""
             raise TypeError(
                 f"{self.name}-{preset}: unknown override{s} {', '.join(map(repr, unknown))}; "
-                f"valid keys: {', '.join(self.override_keys(preset))}")
+                f"valid keys: {', '.join(valid)}")
         if isinstance(config, dict):
             return {**config, **overrides}
         return dataclasses.replace(config, **overrides)
@@ -609,7 +624,10 @@ def list_models(pattern: str | Iterable[str] = "*") -> list[str]:
     Only the plugins whose family could match are imported (``espcn-*``
     imports only espcn's).
     """
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    try:
+        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    except TypeError:
+        patterns = [pattern]
     if not all(isinstance(p, str) for p in patterns):
         raise TypeError("list_models: pattern must be a string or a list of strings")
     patterns = [p.lower() for p in patterns]
