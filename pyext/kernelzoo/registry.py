@@ -129,9 +129,6 @@ class ModelFamily:
             seed=0, device="cpu", save=None, progress=True, verbose=True)``
             returning a dict of JSON-serialisable results (``None`` arguments
             mean the family's defaults).
-        convert_state_dict: optional ``convert_state_dict(state_dict, config)
-            -> state_dict`` mapping a public checkpoint format onto the
-            family's modules (identity when the names already match).
     """
 
     name: str
@@ -142,7 +139,6 @@ class ModelFamily:
     api_version: int = API_VERSION
     small: tuple[str, ...] = ()
     train: Callable[..., dict] | None = None
-    convert_state_dict: Callable[..., dict] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _FAMILY_NAME.match(self.name):
@@ -175,9 +171,8 @@ class ModelFamily:
         unknown = [s for s in small if s not in self.presets]
         if unknown:
             raise bad(f"small names unknown presets {unknown}; presets: {sorted(self.presets)}")
-        for attr in ("train", "convert_state_dict"):
-            if getattr(self, attr) is not None and not callable(getattr(self, attr)):
-                raise bad(f"{attr} must be callable or None")
+        if self.train is not None and not callable(self.train):
+            raise bad("train must be callable or None")
         # Freeze a copy so that later edits of the caller's dict do not leak in.
         object.__setattr__(self, "presets", dict(self.presets))
         object.__setattr__(self, "small", small)
@@ -361,7 +356,8 @@ class _Registry:
         with self._lock:
             if self._discovered:
                 return
-            self._providers = [self._provider_for(ep) for ep in self._entry_points()]
+            rules = _env_rules(ENV_ALLOW), _env_rules(ENV_DENY), _truthy(ENV_NO_THIRD_PARTY)
+            self._providers = [self._provider_for(ep, *rules) for ep in self._entry_points()]
             self._discovered = True
             self._resolve_conflicts()
 
@@ -377,7 +373,7 @@ class _Registry:
                           PluginWarning, stacklevel=4)
             return []
 
-    def _provider_for(self, ep) -> _Provider:
+    def _provider_for(self, ep, allow, deny, no_third_party) -> _Provider:
         dist = getattr(ep, "dist", None)
         dist_name = version = None
         if dist is not None:
@@ -387,8 +383,7 @@ class _Registry:
                 pass
         builtin = dist_name is not None and _normalize_dist(dist_name) == BUILTIN_DISTRIBUTION
         p = _Provider(ep.name, dist_name, version, entry_point=ep, builtin=builtin)
-        allow, deny = _env_rules(ENV_ALLOW), _env_rules(ENV_DENY)
-        if _truthy(ENV_NO_THIRD_PARTY) and not builtin:
+        if no_third_party and not builtin:
             p.status = "disabled"
             p.error = (f"third-party plugins are disabled by "
                        f"{ENV_NO_THIRD_PARTY}={os.environ[ENV_NO_THIRD_PARTY]}")
@@ -408,19 +403,17 @@ class _Registry:
     def _resolve_conflicts(self) -> None:
         by_name: dict[str, list[_Provider]] = {}
         for p in self._providers + self._local:
-            if p.status != "disabled":
+            if p.status == "ok":   # not disabled, and a valid name
                 by_name.setdefault(p.family_name, []).append(p)
         for name, ps in by_name.items():
             if len(ps) < 2:
                 continue
             for p in ps:
                 others = "; ".join(o.describe() for o in ps if o is not p)
-                if p.status == "conflict":
-                    continue
                 p.status = "conflict"
-                p.error = (f"family {name!r} is also provided by {others}; uninstall one, or "
-                           f"pick one with {ENV_ALLOW} / {ENV_DENY} (e.g. "
-                           f"{ENV_DENY}='{_normalize_dist(p.distribution or 'dist')}:{name}')")
+                p.error = (f"family {name!r} is also provided by {others}; none is used. "
+                           f"Uninstall all but one, or disable the others, e.g. "
+                           f"{ENV_DENY}='<distribution>:{name}'")
             self._warn_conflict(name, ps)
 
     @staticmethod
