@@ -121,6 +121,16 @@ def test_train_text_report(capsys, fresh_registry):
     assert "PSNR on 32 held-out 96x96 images: model " in out and " dB, bicubic " in out
 
 
+def test_train_threads(capsys, fresh_registry, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    rc, _, _ = run(capsys, "train", "espcn-test", "--steps", "1", "--threads", "1",
+                   "--no-progress")
+    assert rc == 0 and calls == [1]
+    rc, _, err = run(capsys, "train", "espcn-test", "--threads", "0")
+    assert rc == 2 and "--threads must be at least 1" in err and calls == [1]
+
+
 def test_train_errors(capsys, fresh_registry):
     rc, _, err = run(capsys, "train", "espcn-x9")
     assert rc == 2 and "kernelzoo train: unknown model 'espcn-x9'" in err

@@ -253,12 +253,16 @@ def _cmd_train(args) -> int:
         return 2
     options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                  ("lr", args.lr)) if v is not None}
-    if args.device == "cuda":
-        import torch
+    import torch
 
-        if not torch.cuda.is_available():
-            print("kernelzoo train: --device cuda needs a visible GPU", file=sys.stderr)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("kernelzoo train: --device cuda needs a visible GPU", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print("kernelzoo train: --threads must be at least 1", file=sys.stderr)
             return 2
+        torch.set_num_threads(args.threads)
     try:
         result = family.train(args.model, seed=args.seed, device=args.device, save=args.save,
                               progress=not args.no_progress, verbose=not args.json, **options)
@@ -307,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="learning rate (default: the family's)")
     t.add_argument("--seed", type=int, default=0, help="seed of weights and data")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (torch.set_num_threads); 1 is often faster on a "
+                        "machine whose cores are busy with other work")
     t.add_argument("--save", metavar="PATH", help="save the trained state dict there")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print the results as JSON")
