@@ -1,0 +1,182 @@
+"""Conformance checks for model families, for kernelzoo's tests and plugin authors.
+
+    from kernelzoo.testing import check_family
+
+    def test_my_family():
+        check_family("myfamily")          # or check_family(my_family_object)
+
+Importing this module imports no plugin and no test framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+import torch
+
+from .registry import ModelFamily, get_family
+
+__all__ = ["check_family", "FamilyCheckError"]
+
+
+class FamilyCheckError(AssertionError):
+    """A family failed a conformance check (an AssertionError, so test runners
+    report it as a failure, not an error)."""
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """Floating-point tensors in a model's output (tensor, sequence, mapping,
+    dataclass or object with tensor attributes such as Hugging Face outputs)."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() or out.is_complex() else []
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _tensors(v)]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return [t for f in dataclasses.fields(out) for t in _tensors(getattr(out, f.name))]
+    return []
+
+
+def _call(model, inputs):
+    if not isinstance(inputs, tuple):
+        raise FamilyCheckError(f"example_inputs must return a tuple, got "
+                               f"{type(inputs).__name__}")
+    return model(*inputs)
+
+
+def _compare(what: str, got: list, want: list, rtol, atol) -> None:
+    if len(got) != len(want):
+        raise FamilyCheckError(f"{what}: {len(got)} output tensors, expected {len(want)}")
+    for i, (g, w) in enumerate(zip(got, want)):
+        try:
+            torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
+        except AssertionError as e:
+            raise FamilyCheckError(f"{what}: output {i} differs: {e}") from None
+
+
+def check_family(family_or_name: ModelFamily | str, *, presets: list[str] | None = None,
+                 device: str | torch.device = "cpu", batch_size: int = 2,
+                 compile: bool = True, fullgraph: bool = True,
+                 compile_backend: str = "inductor", seed: int = 0) -> list[str]:
+    """Checks a model family against kernelzoo's plugin contract.
+
+    For each small preset (:attr:`ModelFamily.small_presets`; every family
+    needs at least one, e.g. ``<family>-test``), or each of ``presets``:
+
+    1. every preset's config resolves (no model is built for the large ones);
+    2. the model builds, and a forward on ``example_inputs(model, batch_size)``
+       gives finite floating-point outputs;
+    3. backward of a random projection of the outputs reaches every parameter
+       that requires grad, with finite gradients;
+    4. the state dict survives ``torch.save``/``torch.load(weights_only=True)``
+       into a freshly built (differently initialised) model, which then
+       reproduces the outputs (to ``torch.testing.assert_close``'s default
+       tolerance for the dtype; in eval mode);
+    5. ``torch.compile(model, fullgraph=fullgraph, backend=compile_backend)``
+       reproduces the eager outputs (to rtol 1e-4, atol 1e-5 in float32:
+       compiled kernels fuse and may evaluate transcendental functions with
+       other approximations). ``compile=False`` skips this step.
+
+    Raises :class:`FamilyCheckError` (an ``AssertionError``) naming the model
+    and the step that failed. Returns the names of the models checked.
+    """
+    family = get_family(family_or_name) if isinstance(family_or_name, str) else family_or_name
+    if not isinstance(family, ModelFamily):
+        raise TypeError(f"check_family expects a ModelFamily or a family name, got "
+                        f"{type(family).__name__}")
+    for p in family.presets:
+        try:
+            family.config(p)
+        except Exception as e:
+            raise FamilyCheckError(f"{family.name}-{p}: its config does not resolve: "
+                                   f"{type(e).__name__}: {e}") from e
+    todo = list(presets) if presets is not None else family.small_presets
+    if not todo:
+        raise FamilyCheckError(
+            f"family {family.name!r} has no small preset to test: add a tiny '<family>-test' "
+            f"preset (a preset named 'test'), or list cheap presets in ModelFamily(small=...)")
+    checked = []
+    for preset in todo:
+        name = f"{family.name}-{preset}"
+        try:
+            _check_preset(family, preset, device=device, batch_size=batch_size,
+                          compile=compile, fullgraph=fullgraph, backend=compile_backend,
+                          seed=seed)
+        except FamilyCheckError as e:
+            raise FamilyCheckError(f"check_family({family.name!r}): {name}: {e}") from None
+        checked.append(name)
+    return checked
+
+
+def _check_preset(family: ModelFamily, preset: str, *, device, batch_size, compile,
+                  fullgraph, backend, seed) -> None:
+    def step(what, fn, *args):
+        try:
+            return fn(*args)
+        except FamilyCheckError:
+            raise
+        except Exception as e:
+            raise FamilyCheckError(f"{what} raised {type(e).__name__}: {e}") from e
+
+    torch.manual_seed(seed)
+    model = step("build", family.create, preset).to(device)
+    inputs = step("example_inputs", family.example_inputs, model, batch_size)
+
+    # Forward and backward, in training mode.
+    model.train()
+    outs = _tensors(step("forward", _call, model, inputs))
+    if not outs:
+        raise FamilyCheckError("forward: the output contains no floating-point tensor")
+    for i, t in enumerate(outs):
+        if not torch.isfinite(t).all():
+            raise FamilyCheckError(f"forward: output {i} has non-finite values")
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if params:
+        g = torch.Generator(device="cpu").manual_seed(seed + 1)
+        loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum()
+                   for t in outs if t.requires_grad)
+        if not isinstance(loss, torch.Tensor):
+            raise FamilyCheckError("backward: no output depends on the parameters")
+        step("backward", loss.backward)
+        missing = [n for n, p in params.items() if p.grad is None]
+        if missing:
+            raise FamilyCheckError(f"backward: no gradient reached {', '.join(missing)}")
+        bad = [n for n, p in params.items() if not torch.isfinite(p.grad).all()]
+        if bad:
+            raise FamilyCheckError(f"backward: non-finite gradients in {', '.join(bad)}")
+        model.zero_grad(set_to_none=True)
+
+    # State dict round trip, in eval mode (deterministic).
+    model.eval()
+    with torch.no_grad():
+        ref = [t.detach().clone() for t in _tensors(_call(model, inputs))]
+    buf = io.BytesIO()
+    step("torch.save(state_dict)", torch.save, model.state_dict(), buf)
+    buf.seek(0)
+    state = step("torch.load(weights_only=True)",
+                 lambda: torch.load(buf, map_location="cpu", weights_only=True))
+    torch.manual_seed(seed + 12345)
+    fresh = step("build", family.create, preset).to(device)
+    result = step("load_state_dict", fresh.load_state_dict, state)
+    if result.missing_keys or result.unexpected_keys:  # strict=True raises first; belt and braces
+        raise FamilyCheckError(f"load_state_dict: {result}")
+    fresh.eval()
+    with torch.no_grad():
+        again = _tensors(step("forward after load_state_dict", _call, fresh, inputs))
+    _compare("state-dict round trip", again, ref, rtol=None, atol=None)
+
+    # torch.compile of the forward.
+    if compile:
+        import torch._dynamo as dynamo
+
+        dynamo.reset()
+        compiled = torch.compile(model, fullgraph=fullgraph, backend=backend)
+        with torch.no_grad():
+            got = _tensors(step(f"torch.compile(fullgraph={fullgraph}, backend={backend!r})",
+                                _call, compiled, inputs))
+        tol = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-7, 1e-7)}
+        rtol, atol = tol.get(ref[0].dtype, (1e-2, 1e-2))
+        _compare("torch.compile", got, ref, rtol=rtol, atol=atol)

@@ -1,0 +1,275 @@
+"""The registry's public API on in-process families: names, patterns, natural
+sorting, presets and overrides, errors; and check_family catching defects."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import kernelzoo
+import kernelzoo.registry as registry
+from kernelzoo import ModelFamily
+from kernelzoo.registry import UnknownModelError
+from kernelzoo.testing import FamilyCheckError, check_family
+
+from _plugin_helpers import fresh_registry  # noqa: F401  (fixture)
+
+
+@dataclasses.dataclass
+class MLPConfig:
+    features: int = 4
+    hidden: int = 8
+    bias: bool = True
+
+
+class MLP(nn.Module):
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.fc1 = nn.Linear(config.features, config.hidden, bias=config.bias)
+        self.fc2 = nn.Linear(config.hidden, 1, bias=config.bias)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def mlp_inputs(model, batch_size=2):
+    return (torch.randn(batch_size, model.config.features),)
+
+
+def mlp_family(name="mlp", **kw) -> ModelFamily:
+    presets = {"test": MLPConfig(), "s2": MLPConfig(hidden=16), "s10": MLPConfig(hidden=32),
+               "s1": MLPConfig(hidden=2), "wide-x2": MLPConfig(hidden=64)}
+    return ModelFamily(name=name, build=MLP, presets=kw.pop("presets", presets),
+                       example_inputs=mlp_inputs, **kw)
+
+
+@pytest.fixture
+def mlp(fresh_registry):
+    return kernelzoo.register_family(mlp_family())
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_list_models_sorts_naturally(mlp):
+    assert kernelzoo.list_models("mlp-*") == [
+        "mlp-s1", "mlp-s2", "mlp-s10", "mlp-test", "mlp-wide-x2"]
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    ("mlp-s?", ["mlp-s1", "mlp-s2"]),
+    ("mlp-s[12]*", ["mlp-s1", "mlp-s2", "mlp-s10"]),
+    ("MLP-S1*", ["mlp-s1", "mlp-s10"]),                  # case-insensitive
+    ("*-x2", ["mlp-wide-x2"]),
+    (["mlp-test", "mlp-s1"], ["mlp-s1", "mlp-test"]),   # a list: any of them
+    ("mlp-s1", ["mlp-s1"]),
+    ("mlp", []),
+    ("nothing*", []),
+])
+def test_list_models_patterns(mlp, pattern, expected):
+    got = [m for m in kernelzoo.list_models(pattern) if m.startswith("mlp")]
+    assert got == expected
+
+
+def test_list_models_spans_families(mlp):
+    every = kernelzoo.list_models()
+    assert "espcn-x3" in every and "mlp-s10" in every
+    assert every == sorted(every, key=registry._natural_key)
+    assert kernelzoo.list_models("*x2*") == ["espcn-x2", "espcn-x2-rgb", "mlp-wide-x2"]
+    with pytest.raises(TypeError, match="pattern must be a string"):
+        kernelzoo.list_models(3)
+
+
+def test_list_families(mlp):
+    assert kernelzoo.list_families() == ["espcn", "mlp"]
+
+
+# --------------------------------------------------------------------------- create_model
+
+
+def test_create_model_builds_the_preset_with_overrides(mlp):
+    m = kernelzoo.create_model("mlp-s10")
+    assert isinstance(m, MLP) and m.fc1.out_features == 32 and m.fc1.bias is not None
+    m = kernelzoo.create_model("mlp-s10", hidden=3, bias=False)
+    assert m.fc1.out_features == 3 and m.fc1.bias is None
+    # Overrides never leak into the preset.
+    assert mlp.presets["s10"] == MLPConfig(hidden=32)
+    assert registry.model_config("mlp-s10", hidden=5) == MLPConfig(hidden=5)
+    assert kernelzoo.create_model("mlp-wide-x2").fc1.out_features == 64
+
+
+def test_dict_presets_call_build_with_keywords(fresh_registry):
+    seen = []
+
+    def build(width, depth=1):
+        seen.append((width, depth))
+        return nn.Sequential(*[nn.Linear(width, width) for _ in range(depth)])
+
+    kernelzoo.register_family(ModelFamily(
+        name="seq", build=build, presets={"a": {"width": 3}, "test": {"width": 2, "depth": 2}},
+        example_inputs=lambda m, batch_size=2: (torch.randn(batch_size, m[0].in_features),)))
+    kernelzoo.create_model("seq-a")
+    kernelzoo.create_model("seq-a", depth=3)
+    kernelzoo.create_model("seq-test", width=5)
+    assert seen == [(3, 1), (3, 3), (5, 2)]
+    with pytest.raises(TypeError, match=r"seq-a: unknown override 'height'; valid keys: depth, "
+                                        r"width$"):
+        kernelzoo.create_model("seq-a", height=2)
+
+
+def test_unknown_override_lists_valid_keys(mlp):
+    with pytest.raises(TypeError) as exc:
+        kernelzoo.create_model("mlp-s2", hiden=3, bais=False)
+    assert str(exc.value) == ("mlp-s2: unknown overrides 'hiden', 'bais'; valid keys: "
+                              "features, hidden, bias")
+
+
+def test_unknown_model_suggests_close_names(mlp):
+    with pytest.raises(UnknownModelError) as exc:
+        kernelzoo.create_model("mlp-s3")
+    msg = str(exc.value)
+    assert "family 'mlp' has no preset 's3'" in msg
+    assert "did you mean mlp-s1 or mlp-s2" in msg or "did you mean mlp-s2 or mlp-s1" in msg
+    with pytest.raises(UnknownModelError, match="unknown model 'esspcn-x3'; did you mean "
+                                                "espcn-x3"):
+        kernelzoo.create_model("esspcn-x3")
+    with pytest.raises(UnknownModelError, match="^unknown model 'zzz' \\(kernelzoo.list_models"):
+        kernelzoo.create_model("zzz")
+    with pytest.raises(UnknownModelError, match="'mlp' is a model family, not a model; model "
+                                                "names are <family>-<preset>: mlp-s1, mlp-s2"):
+        kernelzoo.create_model("mlp")
+    with pytest.raises(TypeError, match="model names are strings"):
+        kernelzoo.create_model(None)
+
+
+def test_get_family(mlp):
+    assert kernelzoo.get_family("mlp") is mlp
+    with pytest.raises(UnknownModelError, match="unknown model family 'mpl'; did you mean mlp"):
+        kernelzoo.get_family("mpl")
+
+
+def test_build_must_return_a_module(fresh_registry):
+    kernelzoo.register_family(ModelFamily(name="notmod", build=lambda: "x",
+                                          presets={"test": {}}, example_inputs=mlp_inputs))
+    with pytest.raises(TypeError, match="build returned str, not a torch.nn.Module"):
+        kernelzoo.create_model("notmod-test")
+
+
+# --------------------------------------------------------------------------- ModelFamily
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"name": "my-family"}, ValueError, "invalid family name 'my-family'"),
+    ({"name": "Upper"}, ValueError, "invalid family name 'Upper'"),
+    ({"name": ""}, ValueError, "invalid family name ''"),
+    ({"presets": {}}, TypeError, "presets must be a non-empty mapping"),
+    ({"presets": {"Big": MLPConfig()}}, ValueError, "invalid preset name 'Big'"),
+    ({"presets": {"a b": MLPConfig()}}, ValueError, "invalid preset name 'a b'"),
+    ({"presets": {"a": MLPConfig}}, TypeError, "preset 'a': a config is a dataclass instance"),
+    ({"presets": {"a": [1]}}, TypeError, "got list"),
+    ({"build": None}, TypeError, "build must be callable"),
+    ({"example_inputs": 3}, TypeError, "example_inputs must be callable"),
+    ({"api_version": "1"}, TypeError, "api_version must be an int"),
+    ({"small": ("huge",)}, TypeError, "small names unknown presets \\['huge'\\]"),
+    ({"train": "yes"}, TypeError, "train must be callable or None"),
+])
+def test_model_family_validates(kwargs, error, match):
+    base = dict(name="ok", build=MLP, presets={"test": MLPConfig()}, example_inputs=mlp_inputs)
+    with pytest.raises(error, match=match):
+        ModelFamily(**{**base, **kwargs})
+
+
+def test_model_family_copies_presets_and_finds_small_ones():
+    presets = {"test": MLPConfig(), "big": MLPConfig(hidden=512), "mid": MLPConfig(hidden=16),
+               "x-test": MLPConfig(), "attest": MLPConfig()}
+    fam = ModelFamily(name="f", build=MLP, presets=presets, example_inputs=mlp_inputs,
+                      small=["mid"])
+    presets["evil"] = MLPConfig()
+    assert "evil" not in fam.presets
+    assert fam.small_presets == ["mid", "test", "x-test"]
+    assert fam.api_version == registry.API_VERSION
+    assert fam.model_names() == ["f-attest", "f-big", "f-mid", "f-test", "f-x-test"]
+
+
+# --------------------------------------------------------------------------- check_family
+
+
+def test_check_family_passes_a_good_family():
+    assert check_family(mlp_family(), compile=False) == ["mlp-test"]
+    assert check_family(mlp_family(small=("s1",)), presets=["s1", "s2"], compile=False) == \
+        ["mlp-s1", "mlp-s2"]
+
+
+def test_check_family_needs_a_small_preset():
+    fam = mlp_family(presets={"big": MLPConfig(hidden=100)})
+    with pytest.raises(FamilyCheckError, match="no small preset to test: add a tiny "
+                                               "'<family>-test' preset"):
+        check_family(fam)
+
+
+class Unused(MLP):
+    def __init__(self, config):
+        super().__init__(config)
+        self.spare = nn.Linear(2, 2)
+
+
+class Unsaved(MLP):
+    """Keeps a random tensor outside the state dict: reloading cannot reproduce it."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.scale = torch.rand(1) + 0.5
+
+    def forward(self, x):
+        return super().forward(x) * self.scale
+
+
+class NaNs(MLP):
+    def forward(self, x):
+        return super().forward(x) / 0 * 0
+
+
+class GraphBreak(MLP):
+    def forward(self, x):
+        y = super().forward(x)
+        if y.sum().item() > 1e9:   # data-dependent control flow: a graph break
+            return y * 2
+        return y
+
+
+@pytest.mark.parametrize("cls, match", [
+    (Unused, "mlp-test: backward: no gradient reached spare.weight, spare.bias"),
+    (Unsaved, "mlp-test: state-dict round trip: output 0 differs"),
+    (NaNs, "mlp-test: forward: output 0 has non-finite values"),
+])
+def test_check_family_catches_defects(cls, match):
+    fam = ModelFamily(name="mlp", build=cls, presets={"test": MLPConfig()},
+                      example_inputs=mlp_inputs)
+    with pytest.raises(FamilyCheckError, match=match):
+        check_family(fam, compile=False)
+
+
+def test_check_family_catches_graph_breaks():
+    fam = ModelFamily(name="mlp", build=GraphBreak, presets={"test": MLPConfig()},
+                      example_inputs=mlp_inputs)
+    assert check_family(fam, compile=False) == ["mlp-test"]
+    with pytest.raises(FamilyCheckError, match="torch.compile\\(fullgraph=True, "
+                                               "backend='eager'\\) raised"):
+        check_family(fam, compile_backend="eager")
+    assert check_family(fam, fullgraph=False, compile_backend="eager") == ["mlp-test"]
+
+
+def test_check_family_catches_bad_example_inputs_and_configs():
+    fam = ModelFamily(name="mlp", build=MLP, presets={"test": MLPConfig()},
+                      example_inputs=lambda m, batch_size=2: torch.randn(batch_size, 4))
+    with pytest.raises(FamilyCheckError, match="example_inputs must return a tuple"):
+        check_family(fam, compile=False)
+    fam = ModelFamily(name="mlp", build=lambda width: nn.Linear(width, 1),
+                      presets={"test": {"width": 4}, "bad": {"depth": 3}},
+                      example_inputs=lambda m, batch_size=2: (torch.randn(batch_size, 4),))
+    with pytest.raises(FamilyCheckError, match="mlp-bad: its config does not resolve"):
+        check_family(fam, compile=False)
