@@ -37,16 +37,16 @@ struct HarnessLauncher {
   }
 };
 
-struct Run {
+struct Emulated {
   at::Tensor output;
   bool channels_last = false;
   int index_bytes = 0;  // of the launch made; 0 when none was
 };
 
 // The launcher's forward(), with the kernel run by the harness.
-Run emulate(const at::Tensor& input, int64_t r, Direction dir, Index index = Index::Launcher,
+Emulated emulate(const at::Tensor& input, int64_t r, Direction dir, Index index = Index::Launcher,
             unsigned grid_cap = 0) {
-  Run run;
+  Emulated run;
   ps::Problem p = ps::prepare(input, r, dir);
   run.output = p.output;
   run.channels_last = p.channels_last;
@@ -150,7 +150,7 @@ TEST_P(PixelShuffleEmulation, MatchesCpuKernel) {
           const std::string what = std::string(dir == Direction::Shuffle ? "pixel_shuffle" : "pixel_unshuffle") +
                                    " of " + c10::str(input.sizes()) + " r=" + std::to_string(c.r) +
                                    " " + name(layout) + (index == Index::Int64 ? " int64" : " launcher index");
-          const Run run = emulate(input, c.r, dir, index);
+          const Emulated run = emulate(input, c.r, dir, index);
           expect_same(run.output, want, what);
           EXPECT_EQ(run.index_bytes, index == Index::Int64 ? 8 : 4) << what;
           channels_last_runs += run.channels_last;
@@ -181,7 +181,7 @@ TEST(PixelShuffleEmulationGrid, GridStrideLoop) {
       const at::Tensor want = cpu_reference(input, c.r, dir);
       for (unsigned cap : {1u, 2u, 4u}) {
         for (Index index : {Index::Launcher, Index::Int64}) {
-          const Run run = emulate(input, c.r, dir, index, cap);
+          const Emulated run = emulate(input, c.r, dir, index, cap);
           expect_same(run.output, want,
                       std::string(name(layout)) + " grid " + std::to_string(cap) +
                           (dir == Direction::Shuffle ? " shuffle" : " unshuffle"));
@@ -202,7 +202,7 @@ TEST(PixelShuffleEmulationGrid, EmptyInputsLaunchNothing) {
   for (const auto& [sizes, dir] : cases) {
     const at::Tensor input = at::empty(sizes, at::kFloat);
     const auto before = kernelzoo::harness::counters().launches;
-    const Run run = emulate(input, 2, dir);
+    const Emulated run = emulate(input, 2, dir);
     EXPECT_EQ(kernelzoo::harness::counters().launches, before);
     EXPECT_EQ(run.index_bytes, 0);
     expect_same(run.output, cpu_reference(input, 2, dir), c10::str(input.sizes()));

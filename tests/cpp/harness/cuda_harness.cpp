@@ -15,8 +15,6 @@
 #include <sstream>
 #include <vector>
 
-#include "cuda_harness.h"
-
 #if defined(__SANITIZE_ADDRESS__)
 #define KZ_HARNESS_ASAN 1
 #elif defined(__has_feature)
@@ -28,10 +26,17 @@
 #if defined(KZ_HARNESS_ASAN)
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#endif
 
-// Defaults for the sanitized test executables (ASAN_OPTIONS still overrides).
-// LeakSanitizer would report LibTorch's intentional process-lifetime
-// allocations; leaks are not what these tests look for.
+#include "cuda_harness.h"
+
+#if defined(KZ_HARNESS_ASAN)
+
+// Defaults for the sanitized test executables (ASAN_OPTIONS still overrides;
+// a function, unlike ctest's ENVIRONMENT, also covers test discovery and runs by
+// hand). No leak check: after a reported failure the harness abandons the
+// block's suspended fibers, whose frames never unwind, so whatever they own is
+// "leaked" by design; leaks are not what these tests look for.
 extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 #endif
 
@@ -358,13 +363,6 @@ void drop_all_copies(Fiber& f) {  // abandoned block: undo the poisoning only
 // ---------------------------------------------------------------------------
 // Reports
 // ---------------------------------------------------------------------------
-std::vector<unsigned> exited_threads(const Run& r) {
-  std::vector<unsigned> ids;
-  for (const auto& f : r.fibers)
-    if (f.state == State::Done) ids.push_back(f.linear);
-  return ids;
-}
-
 // Threads grouped by what they wait for.
 std::string waiting_summary(const Run& r) {
   std::vector<std::pair<std::string, std::vector<unsigned>>> groups;
@@ -640,8 +638,6 @@ int block_barrier(BarrierKind kind, int predicate, const std::source_location& l
   return result;
 }
 
-unsigned lane_id() { return run().current->linear % 32; }
-
 unsigned active_mask() {
   Run& r = run();
   const unsigned warp = r.current->linear / 32;
@@ -815,24 +811,25 @@ void warp_collective(WarpOp op, unsigned mask, const void* in, void* out,
   Run& r = run();
   Fiber& f = *r.current;
   const unsigned warp = f.linear / 32, lane = f.linear % 32, bit = 1u << lane;
-  const std::string what = std::string(op_name(op)) + "(mask " + hex(mask) + ") at " + site(loc);
+  // Described only when reporting: this path runs for every shuffle.
+  auto what = [&] { return std::string(op_name(op)) + "(mask " + hex(mask) + ") at " + site(loc); };
   unsigned exists = 0;
   for (unsigned l = 0; l < 32; ++l)
     if (warp * 32 + l < r.nthreads) exists |= 1u << l;
   if (whole_warp_op(op) && (mask != 0xffffffffu || exists != 0xffffffffu))
-    throw KernelFailure{what + ": the whole warp (32 threads) must execute it"};
+    throw KernelFailure{what() + ": the whole warp (32 threads) must execute it"};
   if (!(mask & bit))
-    throw KernelFailure{what + ": the calling lane " + std::to_string(lane) +
+    throw KernelFailure{what() + ": the calling lane " + std::to_string(lane) +
                         " is not in the mask"};
   if (mask & ~exists)
-    throw KernelFailure{what + ": the mask names lanes " + lanes_of(mask & ~exists) +
+    throw KernelFailure{what() + ": the mask names lanes " + lanes_of(mask & ~exists) +
                         " that do not exist (the block has " + std::to_string(r.nthreads) +
                         " threads)"};
   auto& pending = r.warps[warp];
   PendingWarpOp* p = nullptr;
   for (auto& q : pending) {
     if ((q.mask & bit) && q.mask != mask) {
-      throw KernelFailure{"divergent warp collective: " + what + ", but lanes " +
+      throw KernelFailure{"divergent warp collective: " + what() + ", but lanes " +
                           lanes_of(q.arrived) + " wait at " + op_name(q.op) + "(mask " +
                           hex(q.mask) + "): the lanes of a mask must pass the same mask"};
     }
@@ -842,7 +839,7 @@ void warp_collective(WarpOp op, unsigned mask, const void* in, void* out,
     unsigned first = 0;
     while (!(p->arrived & (1u << first))) ++first;
     throw KernelFailure{"divergent warp collective: lane " + std::to_string(lane) + " calls " +
-                        what + ", but lanes " + lanes_of(p->arrived) + " wait at " +
+                        what() + ", but lanes " + lanes_of(p->arrived) + " wait at " +
                         op_name(p->op) + " at " + site(p->where[first])};
   }
   if (!p) {

@@ -183,7 +183,6 @@ struct VoteIn {
 void warp_collective(WarpOp op, unsigned mask, const void* in, void* out,
                      const std::source_location& loc);
 unsigned active_mask();
-unsigned lane_id();
 
 // --- tensor core / async copy (the harness side of csrc/common/mma.cuh) --------
 struct MmaIn {
