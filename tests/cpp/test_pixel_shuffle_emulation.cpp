@@ -2,7 +2,13 @@
 // the CPU through the execution harness, with the launcher's own choice of
 // element type, index type, grid and block (dispatch_kernel in
 // pixel_shuffle_host.h), compared with the CPU kernel through the C++ API.
-#include <ATen/ATen.h>
+// Per-op ATen headers rather than ATen/ATen.h: half the compile time.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/view_as_complex.h>
+#include <c10/util/StringUtil.h>
 #include <gtest/gtest.h>
 
 #include <string>
