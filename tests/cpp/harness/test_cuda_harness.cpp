@@ -145,6 +145,20 @@ __global__ void neighbour_kernel(const int* in, int* out) {
   out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
 }
 
+// Math intrinsics and half/bfloat16 conversions as kernels write them.
+__global__ void math_kernel(const float* x, float* out) {
+  const float v = x[threadIdx.x];
+  float* o = out + 8 * threadIdx.x;
+  o[0] = __expf(v);
+  o[1] = exp2f(v);
+  o[2] = __fdividef(v, 3.0f);
+  o[3] = rsqrtf(fabsf(v) + 1.0f);
+  o[4] = fmaxf(v, 0.25f);
+  o[5] = __half2float(__float2half(v));
+  o[6] = __bfloat162float(__float2bfloat16(v));
+  o[7] = max(min(v, 0.5f), -0.5f);
+}
+
 // --- tensor cores -------------------------------------------------------------
 // D (16x8) = A (16x16) * B (16x8) + C for one warp: A row-major in global memory,
 // B given as Bt[n][k] (kBT) or as B[k][n]; staged in shared memory, loaded with
@@ -462,6 +476,28 @@ TEST(CudaHarness, MissingBarrierShowsUnderSomeSchedule) {
   std::iota(in.begin(), in.end(), 5000);
   launch(neighbour_kernel<false>, 1, 64, 0, in.data(), out.data());
   EXPECT_FALSE(correct());
+}
+
+TEST(CudaHarness, MathIntrinsics) {
+  const auto x = random_floats(32, 5, -3.f, 3.f);
+  std::vector<float> out(8 * 32);
+  launch(math_kernel, 1, 32, 0, x.data(), out.data());
+  for (int t = 0; t < 32; ++t) {
+    const float v = x[t];
+    const float* o = &out[8 * t];
+    // The harness computes these exactly (in float); the GPU's fast versions
+    // differ by a few ulp, which tests of real kernels must allow for.
+    EXPECT_FLOAT_EQ(o[0], std::exp(v));
+    EXPECT_FLOAT_EQ(o[1], std::exp2(v));
+    EXPECT_FLOAT_EQ(o[2], v / 3.0f);
+    EXPECT_FLOAT_EQ(o[3], 1.0f / std::sqrt(std::fabs(v) + 1.0f));
+    EXPECT_EQ(o[4], std::max(v, 0.25f));
+    EXPECT_EQ(o[5], static_cast<float>(c10::Half(v)));      // round to nearest even
+    EXPECT_NEAR(o[5], v, std::ldexp(std::fabs(v), -11));     // f16: 11-bit significand
+    EXPECT_EQ(o[6], static_cast<float>(c10::BFloat16(v)));
+    EXPECT_NEAR(o[6], v, std::ldexp(std::fabs(v), -8));      // bf16: 8-bit significand
+    EXPECT_EQ(o[7], std::clamp(v, -0.5f, 0.5f));
+  }
 }
 
 // --- tensor cores ---------------------------------------------------------------
