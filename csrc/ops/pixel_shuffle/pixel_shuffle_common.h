@@ -55,5 +55,27 @@ HOST_DEVICE KZ_INLINE index_t hi_offset_of_lo(const ShapeT<index_t>& s, const St
   return n * hi.n + c * hi.c + (h * s.r + i) * hi.h + (w * s.r + j) * hi.w;
 }
 
+// Arguments of the CUDA kernel (pixel_shuffle_kernel.cuh). The destination is
+// dense and walked in its memory order: N, C, H, W or, for channels_last, N, H, W, C.
+template <typename index_t>
+struct KernelParams {
+  ShapeT<index_t> shape;
+  Strides4T<index_t> lo, hi;    // lo/hi strides; the destination side is dense
+  index_t dst_c, dst_h, dst_w;  // destination sizes (dims 1..3 of its 4-d view)
+  index_t total;                // destination elements
+  bool shuffle;                 // lo -> hi (else hi -> lo)
+  bool channels_last;           // destination memory order is N, H, W, C
+};
+
+constexpr int kBlockThreads = 256;
+
+// Grid for `total` destination elements: one thread each, capped so that very
+// large tensors use the kernel's grid-stride loop.
+inline unsigned grid_blocks(int64_t total) {
+  const int64_t blocks = (total + kBlockThreads - 1) / kBlockThreads;
+  const int64_t cap = int64_t{1} << 20;
+  return static_cast<unsigned>(blocks < cap ? blocks : cap);
+}
+
 }  // namespace pixel_shuffle_detail
 }  // namespace kernelzoo

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "../../common/dispatch.h"
 #include "pixel_shuffle_common.h"
 
 namespace kernelzoo {
@@ -25,6 +26,52 @@ struct Problem {
 // in the input's memory format and describes the copy. When the output is
 // empty, `src`/`dst` are undefined and the caller returns `output` as it is.
 Problem prepare(const at::Tensor& input, int64_t factor, Direction direction);
+
+// --- what the CUDA launcher launches ------------------------------------------
+// Shared by pixel_shuffle_cuda.cu and the CPU-harness tests
+// (tests/cpp/test_pixel_shuffle_emulation.cpp), so that the tests run exactly the
+// launch the launcher makes.
+
+// Whether every offset of the problem, and the kernel's grid-stride increment,
+// fit the int32 index path.
+bool fits_int32_index(const Problem& p);
+
+template <typename index_t>
+KernelParams<index_t> kernel_params(const Problem& p) {
+  KernelParams<index_t> k;
+  const Shape& s = p.shape;
+  k.shape = {static_cast<index_t>(s.n), static_cast<index_t>(s.c), static_cast<index_t>(s.h),
+             static_cast<index_t>(s.w), static_cast<index_t>(s.r)};
+  k.lo = {static_cast<index_t>(p.lo.n), static_cast<index_t>(p.lo.c),
+          static_cast<index_t>(p.lo.h), static_cast<index_t>(p.lo.w)};
+  k.hi = {static_cast<index_t>(p.hi.n), static_cast<index_t>(p.hi.c),
+          static_cast<index_t>(p.hi.h), static_cast<index_t>(p.hi.w)};
+  k.dst_c = static_cast<index_t>(p.dst.size(1));
+  k.dst_h = static_cast<index_t>(p.dst.size(2));
+  k.dst_w = static_cast<index_t>(p.dst.size(3));
+  k.total = static_cast<index_t>(p.dst.numel());
+  k.shuffle = p.direction == Direction::Shuffle;
+  k.channels_last = p.channels_last;
+  return k;
+}
+
+// For a non-empty problem: picks the element type (by size) and the index type,
+// builds the parameters and the grid, and calls
+//   launcher.template launch<T, index_t>(params, grid_blocks, kBlockThreads)
+// once. The launcher runs pixel_shuffle_kernel<T, index_t> with them on
+// (T*)p.dst / (const T*)p.src.
+template <typename Launcher>
+void dispatch_kernel(const Problem& p, const Launcher& launcher) {
+  const bool small = fits_int32_index(p);
+  const unsigned grid = grid_blocks(p.dst.numel());
+  KERNELZOO_DISPATCH_BY_ELEMENT_SIZE(p.elem_size, "pixel_shuffle", [&] {
+    if (small) {
+      launcher.template launch<elem_t, int32_t>(kernel_params<int32_t>(p), grid, kBlockThreads);
+    } else {
+      launcher.template launch<elem_t, int64_t>(kernel_params<int64_t>(p), grid, kBlockThreads);
+    }
+  });
+}
 
 }  // namespace pixel_shuffle_detail
 }  // namespace kernelzoo

@@ -4,7 +4,10 @@
 // One thread per destination element, walking the destination in memory order
 // (W fastest for a contiguous output, C fastest for channels_last), so stores
 // are coalesced; each thread gathers its source element through the shared
-// index map. index_t is int32 when every offset fits, int64 otherwise.
+// index map. index_t is int32 when every offset fits, int64 otherwise. The
+// parameters, block size and grid are in pixel_shuffle_common.h; the launcher
+// (pixel_shuffle_cuda.cu) and the CPU-harness tests pick them through
+// dispatch_kernel() in pixel_shuffle_host.h.
 #pragma once
 
 #include <cstdint>
@@ -14,26 +17,6 @@
 
 namespace kernelzoo {
 namespace pixel_shuffle_detail {
-
-template <typename index_t>
-struct KernelParams {
-  ShapeT<index_t> shape;
-  Strides4T<index_t> lo, hi;  // lo/hi strides; the destination side is dense
-  index_t dst_c, dst_h, dst_w;  // destination sizes (dims 1..3 of its 4-d view)
-  index_t total;                // destination elements
-  bool shuffle;                 // lo -> hi (else hi -> lo)
-  bool channels_last;           // destination memory order is N, H, W, C
-};
-
-constexpr int kBlockThreads = 256;
-
-// Grid for `total` destination elements: one thread each, capped so that very
-// large tensors use a grid-stride loop.
-inline unsigned grid_blocks(int64_t total) {
-  const int64_t blocks = (total + kBlockThreads - 1) / kBlockThreads;
-  const int64_t cap = int64_t{1} << 20;
-  return static_cast<unsigned>(blocks < cap ? blocks : cap);
-}
 
 template <typename T, typename index_t>
 __global__ void __launch_bounds__(kBlockThreads)
