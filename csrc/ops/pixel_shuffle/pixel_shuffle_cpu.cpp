@@ -7,7 +7,8 @@
 // (NCHW) output the lanes are the R = r input rows feeding one output row; for a
 // channels_last output they are the R = r*r pixels fed by one input pixel's
 // channels. Rows (or pixels) are independent and split across threads; the
-// compile-time lane counts 2, 3 and 4 let the compiler vectorize the shuffles.
+// compile-time lane counts 2, 3, 4 (r) and 9, 16 (r*r) let the compiler unroll
+// and vectorize the shuffles; other factors take a runtime-R loop.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -168,6 +169,8 @@ void run(const Problem& p) {
     case 2: return run_units<T, 2>(p, u, src, dst, run_base, lane_base);
     case 3: return run_units<T, 3>(p, u, src, dst, run_base, lane_base);
     case 4: return run_units<T, 4>(p, u, src, dst, run_base, lane_base);
+    case 9: return run_units<T, 9>(p, u, src, dst, run_base, lane_base);
+    case 16: return run_units<T, 16>(p, u, src, dst, run_base, lane_base);
     default: return run_units<T, 0>(p, u, src, dst, run_base, lane_base);
   }
 }
