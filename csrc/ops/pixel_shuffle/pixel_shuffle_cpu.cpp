@@ -51,8 +51,15 @@ void deinterleave(T* KZ_RESTRICT dst, const int64_t* lane_off, const T* KZ_RESTR
   if constexpr (R > 0) {
     T* lanes[R];
     for (int l = 0; l < R; ++l) lanes[l] = dst + lane_off[l];
-    for (int64_t k = 0; k < count; ++k) {
-      for (int l = 0; l < R; ++l) lanes[l][k] = src[Unit ? k * R + l : (k * R + l) * stride];
+    if (R > 4 && count >= 8) {
+      // many long lanes: fill one lane at a time (contiguous stores; the
+      // source run stays in L1 across lanes)
+      for (int l = 0; l < R; ++l)
+        for (int64_t k = 0; k < count; ++k) lanes[l][k] = src[Unit ? k * R + l : (k * R + l) * stride];
+    } else {
+      for (int64_t k = 0; k < count; ++k) {
+        for (int l = 0; l < R; ++l) lanes[l][k] = src[Unit ? k * R + l : (k * R + l) * stride];
+      }
     }
   } else {
     for (int64_t l = 0; l < nl; ++l) {
