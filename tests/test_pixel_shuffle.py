@@ -78,8 +78,9 @@ def test_matches_torch_all_dtypes(device, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.uint8, torch.float64,
                                    torch.complex128], ids=str)
 @pytest.mark.parametrize("r", [1, 2, 3, 4, 5])
-def test_channels_last_keeps_format(device, dtype, r):
-    lo = make((3, 4 * r * r, 5, 7), dtype, device).contiguous(memory_format=torch.channels_last)
+@pytest.mark.parametrize("c", [4, 12])  # the CPU kernel switches loop order at 8 channels
+def test_channels_last_keeps_format(device, dtype, r, c):
+    lo = make((3, c * r * r, 5, 7), dtype, device).contiguous(memory_format=torch.channels_last)
     hi = check("pixel_shuffle", lo, r)
     assert hi.is_contiguous(memory_format=torch.channels_last)
     back = check("pixel_unshuffle", hi, r)
