@@ -861,3 +861,14 @@ def test_cuda_current_stream():
         out = ops.roi_align(x, rois, 7, 1.0, 2)
     s.synchronize()
     torch.testing.assert_close(out.cpu(), ops.roi_align(x.cpu(), rois.cpu(), 7, 1.0, 2))
+
+
+def test_bench_cases_agree_with_torchvision():
+    from kernelzoo import bench
+    results = bench.run(["roi_align", "roi_pool"], quick=True, repeats=1, warmup=0, min_time=0.0)
+    assert {r.case for r in results} == {
+        "roi_align_forward", "roi_align_forward_channels_last", "roi_align_forward_adaptive_aligned",
+        "roi_align_backward", "roi_pool_forward", "roi_pool_backward"}
+    for r in results:
+        assert r.status == "ok" and r.agree, (r.case, r.status, r.message)
+        assert r.ours_ms > 0 and r.peer_ms > 0

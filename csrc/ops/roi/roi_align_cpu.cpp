@@ -14,17 +14,19 @@
 // taps instead of 400).
 //
 // Parallelization and determinism: see roi_cpu.h (units = image x channel
-// block, each element owned by one unit). Forward: the unit's tile (or, for a
-// unit with little work, the input planes directly, without a tile) is pooled
-// for each roi of the image, kCB channels per vector operation. Backward: the
-// unit accumulates into a zeroed tile, every roi of the image in increasing
-// order, and writes the tile to its channels of grad_input: deterministic.
+// block, each element owned by one unit, dynamic scheduling). Forward: each
+// roi of the image is pooled from the unit's tile (whole-plane or per-roi,
+// see roi_cpu.h), kCB channels per vector operation. Backward: the unit
+// accumulates into a zeroed whole-plane tile, every roi of the image in
+// increasing order, and writes the tile to its channels of grad_input:
+// deterministic, whatever the number of threads.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "../../common/cpu_clones.h"
@@ -99,7 +101,7 @@ std::vector<RoiTaps<acc_t>> build_taps(const at::Tensor& rois_acc, const Args& a
   std::vector<RoiTaps<acc_t>> taps(k);
   const acc_t* r = rois_acc.const_data_ptr<acc_t>();
   const int ph = static_cast<int>(a.pooled_h), pw = static_cast<int>(a.pooled_w);
-  at::parallel_for(0, k, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, k, 128, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> dense;
     std::vector<char> touched;
     for (int64_t i = begin; i < end; ++i) {
@@ -147,17 +149,32 @@ KZ_ALWAYS_INLINE void forward_block_impl(const roi_detail::Tile<acc_t>& tile,
   const acc_t *yw = t.yw.data(), *xw = t.xw.data();
   for (int ph = 0; ph < pooled_h; ++ph) {
     for (int pw = 0; pw < pooled_w; ++pw) {
-      acc_t acc[kCB] = {};
-      for (int32_t a = yb[ph]; a < yb[ph + 1]; ++a) {
+      const int32_t y0 = yb[ph], y1 = yb[ph + 1], x0 = xb[pw], x1 = xb[pw + 1];
+      acc_t* o = out + (ph * pooled_w + pw) * kCB;
+#if defined(KZ_VECTOR_EXTENSIONS)
+      using V = typename roi_detail::Lanes<acc_t>::type;
+      V acc = V{};
+      for (int32_t a = y0; a < y1; ++a) {
         const acc_t* row = src + (yi[a] - row0) * sy;
-        for (int32_t b = xb[pw]; b < xb[pw + 1]; ++b) {
+        for (int32_t b = x0; b < x1; ++b) {
+          V v;
+          std::memcpy(&v, row + (xi[b] - col0) * sx, sizeof(V));
+          acc += (yw[a] * xw[b]) * v;
+        }
+      }
+      std::memcpy(o, &acc, sizeof(V));
+#else
+      acc_t acc[kCB] = {};
+      for (int32_t a = y0; a < y1; ++a) {
+        const acc_t* row = src + (yi[a] - row0) * sy;
+        for (int32_t b = x0; b < x1; ++b) {
           const acc_t w = yw[a] * xw[b];
           const acc_t* px = row + (xi[b] - col0) * sx;
           for (int j = 0; j < kCB; ++j) acc[j] += w * px[j];
         }
       }
-      acc_t* o = out + (ph * pooled_w + pw) * kCB;
       for (int j = 0; j < kCB; ++j) o[j] = acc[j];
+#endif
     }
   }
 }
@@ -181,17 +198,34 @@ KZ_ALWAYS_INLINE void backward_block_impl(acc_t* KZ_RESTRICT tile, int64_t sy, i
   const acc_t *yw = t.yw.data(), *xw = t.xw.data();
   for (int ph = 0; ph < pooled_h; ++ph) {
     for (int pw = 0; pw < pooled_w; ++pw) {
-      acc_t gv[kCB];
+      const int32_t y0 = yb[ph], y1 = yb[ph + 1], x0 = xb[pw], x1 = xb[pw + 1];
       const acc_t* gb = g + (ph * pooled_w + pw) * kCB;
-      for (int j = 0; j < kCB; ++j) gv[j] = gb[j];
-      for (int32_t a = yb[ph]; a < yb[ph + 1]; ++a) {
+#if defined(KZ_VECTOR_EXTENSIONS)
+      using V = typename roi_detail::Lanes<acc_t>::type;
+      V gv;
+      std::memcpy(&gv, gb, sizeof(V));
+      for (int32_t a = y0; a < y1; ++a) {
         acc_t* row = tile + yi[a] * sy;
-        for (int32_t b = xb[pw]; b < xb[pw + 1]; ++b) {
+        for (int32_t b = x0; b < x1; ++b) {
+          acc_t* px = row + xi[b] * sx;
+          V v;
+          std::memcpy(&v, px, sizeof(V));
+          v += (yw[a] * xw[b]) * gv;
+          std::memcpy(px, &v, sizeof(V));
+        }
+      }
+#else
+      acc_t gv[kCB];
+      for (int j = 0; j < kCB; ++j) gv[j] = gb[j];
+      for (int32_t a = y0; a < y1; ++a) {
+        acc_t* row = tile + yi[a] * sy;
+        for (int32_t b = x0; b < x1; ++b) {
           const acc_t w = yw[a] * xw[b];
           acc_t* px = row + xi[b] * sx;
           for (int j = 0; j < kCB; ++j) px[j] += w * gv[j];
         }
       }
+#endif
     }
   }
 }
@@ -234,26 +268,27 @@ void forward_cpu(const Forward& f) {
   // gets a tile of just the pixels it touches (few boxes on a large map). Both
   // run the same vectorized loop: a box's output never depends on the others.
   std::vector<int64_t> area(n_img, 0);
+  int64_t work = 0;
   for (int64_t n = 0; n < n_img; ++n) {
     for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) {
       const RoiTaps<acc_t>& t = taps[groups.order[i]];
       area[n] += (t.row1 - t.row0) * (t.col1 - t.col0);
+      work += t.taps + bins;
     }
   }
-  const bool in_place =
-      roi_detail::reads_in_place(input, c10::CppTypeToScalarType<acc_t>::value);
+  work *= channels;
   const roi_detail::Strides4 s = roi_detail::strides_of(input);
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = f.output.mutable_data_ptr<scalar_t>();
 
-  roi_detail::for_each_unit<Scratch>(n_img, channels, [&](int64_t n, int64_t c0, int64_t cbn,
-                                                          Scratch& scratch) {
+  roi_detail::for_each_unit<Scratch>(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn,
+                                                                Scratch& scratch) {
     const int64_t first = groups.begin[n], last = groups.begin[n + 1];
     if (first == last) return;
     auto& tile_buf = scratch.tile(acc_t{});
-    const bool whole = in_place || area[n] >= height * width;
+    const bool whole = area[n] >= height * width;
     roi_detail::Tile<acc_t> tile{};
-    if (whole) tile = roi_detail::unit_tile(in, s, in_place, n, c0, cbn, height, width, tile_buf);
+    if (whole) tile = roi_detail::build_tile(in, s, n, c0, cbn, 0, height, 0, width, tile_buf);
     auto& buf = scratch.buf(acc_t{});
     buf.resize(bins * kCB);
     for (int64_t i = first; i < last; ++i) {
@@ -285,9 +320,11 @@ void backward_cpu(const Backward& bw) {
   const roi_detail::Strides4 gs = roi_detail::strides_of(bw.grad);
   const scalar_t* grad = bw.grad.const_data_ptr<scalar_t>();
   scalar_t* out = bw.grad_input.mutable_data_ptr<scalar_t>();
+  int64_t work = bw.grad_input.numel();
+  for (const RoiTaps<acc_t>& t : taps) work += (t.taps + bins) * channels;
 
-  roi_detail::for_each_unit<Scratch>(n_img, channels, [&](int64_t n, int64_t c0, int64_t cbn,
-                                                          Scratch& scratch) {
+  roi_detail::for_each_unit<Scratch>(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn,
+                                                                Scratch& scratch) {
     scalar_t* o = out + (n * channels + c0) * plane;
     const int64_t first = groups.begin[n], last = groups.begin[n + 1];
     if (first == last) {
@@ -300,12 +337,14 @@ void backward_cpu(const Backward& bw) {
     g.assign(bins * kCB, acc_t(0));
     for (int64_t i = first; i < last; ++i) {
       const int64_t k = groups.order[i];
-      for (int64_t j = 0; j < cbn; ++j) {
-        const scalar_t* src = grad + k * gs.n + (c0 + j) * gs.c;
-        for (int y = 0; y < ph; ++y) {
-          for (int x = 0; x < pw; ++x) {
-            g[(y * pw + x) * kCB + j] = static_cast<acc_t>(src[y * gs.h + x * gs.w]);
-          }
+      // g[bin][j] = grad[k, c0 + j, bin]: kCB channel rows read side by side.
+      const scalar_t* rows[kCB];
+      for (int64_t j = 0; j < cbn; ++j) rows[j] = grad + k * gs.n + (c0 + j) * gs.c;
+      for (int y = 0; y < ph; ++y) {
+        for (int x = 0; x < pw; ++x) {
+          const int64_t off = y * gs.h + x * gs.w;
+          acc_t* gb = g.data() + (y * pw + x) * kCB;
+          for (int64_t j = 0; j < cbn; ++j) gb[j] = static_cast<acc_t>(rows[j][off]);
         }
       }
       backward_block(tile.data(), width * kCB, kCB, taps[k], ph, pw, g.data());

@@ -5,8 +5,7 @@
 // roi and used for every channel. Parallelization and determinism: see
 // roi_cpu.h (units = image x channel block, each output and grad_input element
 // owned by one unit). Forward: kCB channels per vector compare-and-select over
-// the unit's tile (or, for a unit with little work, scalar loops over the input
-// planes). The maximum is strict (">"): the first pixel in row-major order wins
+// the unit's tile (whole-plane or per-roi, see roi_cpu.h). The maximum is strict (">"): the first pixel in row-major order wins
 // ties and NaN is never selected, as in torchvision. Backward: each unit adds
 // grad at argmax into its own planes, the rois of its image in increasing order.
 #include <ATen/Dispatch.h>
@@ -16,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <vector>
 
 #include "../../common/cpu_clones.h"
@@ -45,7 +45,7 @@ std::vector<RoiBins> build_bins(const at::Tensor& rois_acc, const Args& a, int h
   std::vector<RoiBins> bins(k);
   const acc_t* r = rois_acc.const_data_ptr<acc_t>();
   const int ph = static_cast<int>(a.pooled_h), pw = static_cast<int>(a.pooled_w);
-  at::parallel_for(0, k, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, k, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const acc_t* b = r + i * 5;
       const auto g = roi_detail::pool_roi<acc_t>(b[1], b[2], b[3], b[4],
@@ -106,6 +106,24 @@ KZ_ALWAYS_INLINE void forward_block_impl(const roi_detail::Tile<acc_t>& tile, in
     for (int pw = 0; pw < pooled_w; ++pw) {
       const int w0 = t.w0[pw], w1 = t.w1[pw];
       const bool empty = h1 <= h0 || w1 <= w0;
+      const int b = ph * pooled_w + pw;
+#if defined(KZ_VECTOR_EXTENSIONS)
+      using V = typename roi_detail::Lanes<acc_t>::type;
+      using M = typename roi_detail::Lanes<acc_t>::mask;
+      V m = V{} + (empty ? acc_t(0) : acc_t(roi_detail::kPoolLowest));
+      M a = M{} - 1;
+      for (int y = h0; y < h1; ++y) {
+        for (int x = w0; x < w1; ++x) {
+          V v;
+          std::memcpy(&v, src + (y - row0) * sy + (x - col0) * sx, sizeof(V));
+          const M gt = v > m;  // strict: NaN and ties keep the earlier value
+          m = gt ? v : m;
+          a = gt ? M{} + (y * width + x) : a;
+        }
+      }
+      std::memcpy(out + b * kCB, &m, sizeof(V));
+      for (int j = 0; j < kCB; ++j) arg[b * kCB + j] = static_cast<int32_t>(a[j]);
+#else
       acc_t m[kCB];
       int32_t a[kCB];
       for (int j = 0; j < kCB; ++j) {
@@ -123,11 +141,11 @@ KZ_ALWAYS_INLINE void forward_block_impl(const roi_detail::Tile<acc_t>& tile, in
           }
         }
       }
-      const int b = ph * pooled_w + pw;
       for (int j = 0; j < kCB; ++j) {
         out[b * kCB + j] = m[j];
         arg[b * kCB + j] = a[j];
       }
+#endif
     }
   }
 }
@@ -168,27 +186,28 @@ void forward_cpu(const Forward& f) {
                                       static_cast<int>(width));
   // Whole-plane tiles or per-roi tiles, as in roi_align_cpu.cpp.
   std::vector<int64_t> area(n_img, 0);
+  int64_t work = 0;
   for (int64_t n = 0; n < n_img; ++n) {
     for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) {
       const RoiBins& t = bins[groups.order[i]];
       area[n] += (t.row1 - t.row0) * (t.col1 - t.col0);
+      work += t.pixels + nbins;
     }
   }
-  const bool in_place =
-      roi_detail::reads_in_place(input, c10::CppTypeToScalarType<acc_t>::value);
+  work *= channels;
   const roi_detail::Strides4 s = roi_detail::strides_of(input);
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = f.output.mutable_data_ptr<scalar_t>();
   int32_t* arg = f.argmax.mutable_data_ptr<int32_t>();
 
-  roi_detail::for_each_unit<Scratch>(n_img, channels, [&](int64_t n, int64_t c0, int64_t cbn,
-                                                          Scratch& scratch) {
+  roi_detail::for_each_unit<Scratch>(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn,
+                                                                Scratch& scratch) {
     const int64_t first = groups.begin[n], last = groups.begin[n + 1];
     if (first == last) return;
     auto& tile_buf = scratch.tile(acc_t{});
-    const bool whole = in_place || area[n] >= height * width;
+    const bool whole = area[n] >= height * width;
     roi_detail::Tile<acc_t> tile{};
-    if (whole) tile = roi_detail::unit_tile(in, s, in_place, n, c0, cbn, height, width, tile_buf);
+    if (whole) tile = roi_detail::build_tile(in, s, n, c0, cbn, 0, height, 0, width, tile_buf);
     auto& buf = scratch.buf(acc_t{});
     buf.resize(nbins * kCB);
     scratch.arg.resize(nbins * kCB);
@@ -222,7 +241,7 @@ void backward_cpu(const Backward& bw) {
   const int64_t n_img = bw.batch_size, channels = bw.channels;
   const int64_t plane = bw.height * bw.width;
   const int64_t nbins = bw.args.pooled_h * bw.args.pooled_w;
-  const int pw = static_cast<int>(bw.args.pooled_w);
+  const int ph = static_cast<int>(bw.args.pooled_h), pw = static_cast<int>(bw.args.pooled_w);
   const roi_detail::BatchGroups groups =
       roi_detail::group_by_batch("_roi_pool_backward", bw.rois, n_img);
   if (bw.grad_input.numel() == 0) return;
@@ -232,9 +251,10 @@ void backward_cpu(const Backward& bw) {
   scalar_t* out = bw.grad_input.mutable_data_ptr<scalar_t>();
   std::atomic<bool> bad_argmax{false};
 
-  roi_detail::for_each_unit<BackwardScratch>(n_img, channels, [&](int64_t n, int64_t c0,
-                                                                  int64_t cbn,
-                                                                  BackwardScratch& scratch) {
+  const int64_t work = bw.grad.numel() + bw.grad_input.numel();
+  roi_detail::for_each_unit<BackwardScratch>(n_img, channels, work, [&](int64_t n, int64_t c0,
+                                                                        int64_t cbn,
+                                                                        BackwardScratch& scratch) {
     scalar_t* o = out + (n * channels + c0) * plane;
     const int64_t first = groups.begin[n], last = groups.begin[n + 1];
     // float32/float64 accumulate in place; float16/bfloat16 in float32 planes.
@@ -248,21 +268,24 @@ void backward_cpu(const Backward& bw) {
     }
     std::fill(acc, acc + cbn * plane, acc_t(0));
     bool bad = false;
+    const int64_t g_h = gs.h, g_w = gs.w;
+    const uint32_t limit = static_cast<uint32_t>(plane);
     for (int64_t i = first; i < last; ++i) {
       const int64_t k = groups.order[i];
       for (int64_t j = 0; j < cbn; ++j) {
-        const scalar_t* g = grad + k * gs.n + (c0 + j) * gs.c;
-        const int32_t* a = argmax + (k * channels + c0 + j) * nbins;
-        acc_t* p = acc + j * plane;
-        for (int64_t b = 0; b < nbins; ++b) {
-          const int32_t idx = a[b];
-          if (idx < 0) continue;  // empty bin: no gradient
-          if (idx >= plane) {
-            bad = true;
-            continue;
+        const scalar_t* KZ_RESTRICT g = grad + k * gs.n + (c0 + j) * gs.c;
+        const int32_t* KZ_RESTRICT a = argmax + (k * channels + c0 + j) * nbins;
+        acc_t* KZ_RESTRICT p = acc + j * plane;
+        for (int y = 0; y < ph; ++y) {
+          for (int x = 0; x < pw; ++x) {
+            const int32_t idx = a[y * pw + x];
+            // idx == -1: empty bin, no gradient; idx outside the plane: not an argmax of roi_pool
+            if (static_cast<uint32_t>(idx) < limit) {
+              p[idx] += static_cast<acc_t>(g[y * g_h + x * g_w]);
+            } else if (idx != -1) {
+              bad = true;
+            }
           }
-          const int64_t y = b / pw, x = b - y * pw;
-          p[idx] += static_cast<acc_t>(g[y * gs.h + x * gs.w]);
         }
       }
     }
