@@ -1,6 +1,6 @@
 // What the roi_align CUDA launchers launch: element and index types, parameters,
 // grids, scratch buffers and the order of the kernels, for a `launch` functor
-// called as launch(kernel, grid, block, args...). roi_align_cuda.cu passes one
+// called as launch(kernel, grid, block, args...). roi_cuda.cu passes one
 // that runs kernel<<<grid, block, 0, stream>>>(args...); the C++ tests pass
 // one that runs the CPU execution harness, so that they test exactly the
 // launches the launcher makes. Host code: include it after the ATen headers it

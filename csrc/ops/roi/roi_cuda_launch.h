@@ -1,5 +1,5 @@
-// The launch functor of the roi CUDA launchers (roi_align_cuda.cu,
-// roi_pool_cuda.cu): kernel<<<grid, block, 0, stream>>>(args...) on the
+// The launch functor of the roi CUDA launchers (roi_cuda.cu):
+// kernel<<<grid, block, 0, stream>>>(args...) on the
 // current stream, then the launch check. nvcc only.
 #pragma once
 

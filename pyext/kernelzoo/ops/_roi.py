@@ -1,5 +1,5 @@
 """Argument handling shared by roi_align and roi_pool: the boxes formats and the
-checks of the fake kernels, which mirror csrc/ops/roi/roi_host.cpp message for
+checks of the fake kernels, which mirror csrc/ops/roi/roi.cpp message for
 message (so eager, meta and torch.compile users get the same errors)."""
 
 from __future__ import annotations

@@ -81,10 +81,11 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
         xs = (x1 + p * bin_w) + (i + 0.5) * bin_w / grid_w  # (PW, GW)
         ylo, yhi, wylo, wyhi, yv = _interp(ys.reshape(-1), height)
         xlo, xhi, wxlo, wxhi, xv = _interp(xs.reshape(-1), width)
-        wy = torch.stack([wylo, wyhi]) * yv          # (2, PH*GH)
-        wx = torch.stack([wxlo, wxhi]) * xv          # (2, PW*GW)
-        rows = torch.stack([ylo, yhi])               # (2, PH*GH)
-        cols = torch.stack([xlo, xhi])               # (2, PW*GW)
+        dev = input.device
+        wy = (torch.stack([wylo, wyhi]) * yv).to(dev)  # (2, PH*GH)
+        wx = (torch.stack([wxlo, wxhi]) * xv).to(dev)  # (2, PW*GW)
+        rows = torch.stack([ylo, yhi]).to(dev)         # (2, PH*GH)
+        cols = torch.stack([xlo, xhi]).to(dev)         # (2, PW*GW)
         feat = input[b]                              # (C, H, W)
         # values at every (row tap, col tap): (C, 2, PH*GH, 2, PW*GW)
         v = feat[:, rows[:, :, None, None], cols[None, None, :, :]]
