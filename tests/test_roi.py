@@ -237,6 +237,24 @@ def test_few_and_many_boxes_take_the_same_values():
         assert torch.equal(ops.roi_pool(x, rois[k:k + 1], 5), full_p[k:k + 1])
 
 
+@pytest.mark.parametrize("k", [2, 300])  # few taps per pixel: direct scatter; many: tiles
+def test_cpu_backward_paths(k):
+    x = make_input((2, 20, 40, 50), torch.float64, seed=5)
+    rois = make_boxes(2, k, 40, 50, 1.0, seed=5, dtype=torch.float64)
+    g = make_input((k, 20, 5, 4), torch.float64, seed=6)
+    args = (1.0, 5, 4, 2, 20, 40, 50, 2, True)
+    ours = torch.ops.kernelzoo._roi_align_backward(g, rois, *args)
+    theirs = torch.ops.torchvision._roi_align_backward(g, rois, *args)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    # float16/bfloat16 sum in float32 and convert once: exactly the float32
+    # result (same values, same order), rounded
+    for dtype in LOW:
+        g_low, rois_low = g.to(dtype), rois.to(dtype)
+        low = torch.ops.kernelzoo._roi_align_backward(g_low, rois_low, *args)
+        f32 = torch.ops.kernelzoo._roi_align_backward(g_low.float(), rois_low.float(), *args)
+        assert torch.equal(low, f32.to(dtype))
+
+
 def test_reference_matches_torchvision():
     x = make_input(SHAPE, torch.float64, seed=5)
     rois = make_boxes(SHAPE[0], 23, SHAPE[2], SHAPE[3], 0.5, seed=5, dtype=torch.float64)
@@ -681,6 +699,9 @@ ERRORS = [  # (name, op, args, message)
     ("list entry shape", "roi_align", (X, [torch.zeros(2, 4), torch.zeros(1, 5)], 2),
      "roi_align: expected boxes[1] to be a Tensor[L, 4] of (x1, y1, x2, y2), but got a tensor of "
      "shape [1, 5]"),
+    ("plane size", "roi_align", (torch.zeros(1, 1, 1, 1).expand(1, 1, 65536, 65536), R, 2),
+     "roi_align: feature maps of more than 2^31 - 1 pixels (H * W) are not supported, but got "
+     "H=65536, W=65536"),
     ("empty list", "roi_pool", (X, [], 2),
      "roi_pool: boxes is an empty list; pass one Tensor[L, 4] per image (L may be 0), or a "
      "Tensor[K, 5]"),
@@ -715,6 +736,20 @@ def test_device_mismatch_message():
                 f"{op}: input and boxes must be on the same device, but got input on cpu and "
                 "boxes on meta")):
             getattr(ops, op)(X, R.to("meta"), 2)
+    g = torch.zeros(1, 3, 2, 2)
+    argmax = torch.zeros(1, 3, 2, 2, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=re.escape(
+            "_roi_align_backward: grad and boxes must be on the same device, but got grad on cpu "
+            "and boxes on meta")):
+        torch.ops.kernelzoo._roi_align_backward(g, R.to("meta"), 1.0, 2, 2, 2, 3, 5, 6, 2, False)
+    with pytest.raises(RuntimeError, match=re.escape(
+            "_roi_pool_backward: grad and boxes must be on the same device, but got grad on cpu "
+            "and boxes on meta")):
+        torch.ops.kernelzoo._roi_pool_backward(g, R.to("meta"), argmax, 1.0, 2, 2, 2, 3, 5, 6)
+    with pytest.raises(RuntimeError, match=re.escape(
+            "_roi_pool_backward: grad and argmax must be on the same device, but got grad on cpu "
+            "and argmax on meta")):
+        torch.ops.kernelzoo._roi_pool_backward(g, R, argmax.to("meta"), 1.0, 2, 2, 2, 3, 5, 6)
 
 
 def test_wrong_boxes_type():
@@ -778,6 +813,9 @@ BACKWARD_ERRORS = [
     ("argmax shape", "pool", dict(argmax=torch.zeros(1, 3, 2, 3, dtype=torch.int32)),
      "_roi_pool_backward: expected argmax of the same shape as grad, [1, 3, 2, 2], but got "
      "[1, 3, 2, 3]"),
+    ("plane size", "align", dict(h=65536, w=65536),
+     "_roi_align_backward: feature maps of more than 2^31 - 1 pixels (H * W) are not supported, "
+     "but got H=65536, W=65536"),
 ]
 
 
@@ -786,17 +824,17 @@ BACKWARD_ERRORS = [
 @pytest.mark.parametrize("mode", ["eager", "meta"])
 def test_backward_error_messages(name, which, override, message, mode):
     a = dict(grad=torch.zeros(1, 3, 2, 2), rois=R, argmax=torch.zeros(1, 3, 2, 2, dtype=torch.int32),
-             ph=2, n=2)
+             ph=2, n=2, h=5, w=6)
     a.update(override)
     if mode == "meta":
         a = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in a.items()}
     with pytest.raises(RuntimeError, match=re.escape(message)):
         if which == "align":
-            torch.ops.kernelzoo._roi_align_backward(a["grad"], a["rois"], 1.0, a["ph"], 2, a["n"], 3, 5,
-                                                    6, 2, False)
+            torch.ops.kernelzoo._roi_align_backward(a["grad"], a["rois"], 1.0, a["ph"], 2, a["n"], 3,
+                                                    a["h"], a["w"], 2, False)
         else:
             torch.ops.kernelzoo._roi_pool_backward(a["grad"], a["rois"], a["argmax"], 1.0, a["ph"], 2,
-                                                   a["n"], 3, 5, 6)
+                                                   a["n"], 3, a["h"], a["w"])
 
 
 def test_invalid_argmax_is_an_error_on_cpu():
