@@ -578,6 +578,36 @@ def test_cuda_deterministic_backward(dtype):
         torch.testing.assert_close(got.cpu(), cpu_p, rtol=tol, atol=tol)
 
 
+# --- autocast --------------------------------------------------------------------
+
+@pytest.mark.parametrize("device,dtype", [("cpu", torch.bfloat16),
+                                          pytest.param("cuda", torch.float16, marks=pytest.mark.cuda)])
+def test_autocast_pools_low_precision_features_with_float32_boxes(device, dtype):
+    # As torchvision: under autocast the ops run in float32 and return the
+    # input's dtype, so that float16/bfloat16 features take float32 boxes.
+    x = make_input((2, 6, 11, 13), dtype, device, seed=40).requires_grad_()
+    rois = make_boxes(2, 9, 11, 13, 0.5, seed=40).to(device)  # float32
+    with pytest.raises(RuntimeError, match="input and boxes must have the same dtype"):
+        ops.roi_align(x, rois, 3, 0.5, 2)  # outside autocast: a clear error
+    with torch.autocast(device, dtype=dtype):
+        a = ops.roi_align(x, rois, 3, 0.5, 2, True)
+        p = ops.roi_pool(x, rois, 3, 0.5)
+        theirs = tv_ops.roi_align(x, rois, 3, 0.5, 2, True)
+    assert a.dtype == p.dtype == dtype
+    xf = x.detach().float()
+    assert torch.equal(a, ops.roi_align(xf, rois, 3, 0.5, 2, True).to(dtype))
+    assert torch.equal(p, ops.roi_pool(xf, rois, 3, 0.5).to(dtype))
+    torch.testing.assert_close(a, theirs, rtol=1e-2, atol=1e-2)
+    # the gradients, through the casts: the float32 gradients, rounded once
+    for out, fn in [(a, lambda t: ops.roi_align(t, rois, 3, 0.5, 2, True)),
+                    (p, lambda t: ops.roi_pool(t, rois, 3, 0.5))]:
+        (g,) = torch.autograd.grad(out.float().sum(), x, retain_graph=True)
+        assert g.dtype == dtype
+        xr = xf.clone().requires_grad_()
+        fn(xr).sum().backward()
+        assert torch.equal(g, xr.grad.to(dtype))
+
+
 # --- opcheck, torch.compile, layers ---------------------------------------------
 
 def opcheck_samples():

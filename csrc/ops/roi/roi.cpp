@@ -5,6 +5,7 @@
 // library headers are parsed once.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <limits>
@@ -302,3 +303,62 @@ TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
 }
 
 KERNELZOO_REGISTER_CUDA_MISSING({"roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward"})
+
+// --- autocast ----------------------------------------------------------------------
+// As torchvision: under torch.autocast (CUDA or CPU), the forward ops run in
+// float32 (float16/bfloat16 inputs and boxes are cast up, float64 is left
+// alone) and the output is cast back to the input's dtype, so that float16
+// features pool with float32 boxes. Autograd records the casts.
+namespace kernelzoo {
+namespace roi_detail {
+namespace {
+
+at::Tensor autocast_up(const at::Tensor& t) {
+  const auto type = t.scalar_type();
+  return type == at::kHalf || type == at::kBFloat16 ? t.to(at::kFloat) : t;
+}
+
+template <c10::DispatchKey key>
+at::Tensor roi_align_autocast(const at::Tensor& input, const at::Tensor& rois, double scale,
+                              c10::SymInt pooled_h, c10::SymInt pooled_w, int64_t sampling_ratio,
+                              bool aligned) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kernelzoo::roi_align", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::SymInt,
+                                         c10::SymInt, int64_t, bool)>();
+  return op.call(autocast_up(input), autocast_up(rois), scale, std::move(pooled_h),
+                 std::move(pooled_w), sampling_ratio, aligned)
+      .to(input.scalar_type());
+}
+
+template <c10::DispatchKey key>
+std::tuple<at::Tensor, at::Tensor> roi_pool_autocast(const at::Tensor& input,
+                                                     const at::Tensor& rois, double scale,
+                                                     c10::SymInt pooled_h, c10::SymInt pooled_w) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("kernelzoo::roi_pool", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
+                                                    c10::SymInt, c10::SymInt)>();
+  auto [output, argmax] = op.call(autocast_up(input), autocast_up(rois), scale,
+                                  std::move(pooled_h), std::move(pooled_w));
+  return {output.to(input.scalar_type()), argmax};
+}
+
+}  // namespace
+}  // namespace roi_detail
+}  // namespace kernelzoo
+
+TORCH_LIBRARY_IMPL(kernelzoo, Autocast, m) {
+  using namespace kernelzoo::roi_detail;
+  m.impl("roi_align", TORCH_FN(roi_align_autocast<c10::DispatchKey::Autocast>));
+  m.impl("roi_pool", TORCH_FN(roi_pool_autocast<c10::DispatchKey::Autocast>));
+}
+
+TORCH_LIBRARY_IMPL(kernelzoo, AutocastCPU, m) {
+  using namespace kernelzoo::roi_detail;
+  m.impl("roi_align", TORCH_FN(roi_align_autocast<c10::DispatchKey::AutocastCPU>));
+  m.impl("roi_pool", TORCH_FN(roi_pool_autocast<c10::DispatchKey::AutocastCPU>));
+}
