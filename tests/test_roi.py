@@ -13,7 +13,11 @@ import torch
 import kernelzoo
 from kernelzoo import ops, reference
 
-tv_ops = pytest.importorskip("torchvision.ops")
+try:  # the peer: tests against it are skipped where it is not installed
+    import torchvision.ops as tv_ops
+except ImportError:
+    tv_ops = None
+needs_torchvision = pytest.mark.skipif(tv_ops is None, reason="torchvision is not installed")
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 LOW = [torch.float16, torch.bfloat16]
@@ -130,6 +134,7 @@ SHAPE = (3, 5, 13, 17)  # N, C, H, W: no multiple of any block (16 channels, 256
 
 # --- forward -------------------------------------------------------------------
 
+@needs_torchvision
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", range(len(ALIGN_CASES)))
 @pytest.mark.parametrize("box_format", ["tensor", "list"])
@@ -153,6 +158,7 @@ def test_roi_align_matches_torchvision(device, case, box_format):
                                    rtol=tol, atol=tol)
 
 
+@needs_torchvision
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", range(len(POOL_CASES)))
 @pytest.mark.parametrize("box_format", ["tensor", "list"])
@@ -194,6 +200,7 @@ def test_low_precision_forward(device, dtype):
         assert torch.equal(ours.double(), gold_pool(x, rois, output_size, scale))
 
 
+@needs_torchvision
 def test_float16_against_torchvision_float16():
     # torchvision's CPU kernels compute float16 in float16 (geometry included);
     # kernelzoo accumulates in float32: at most as far from float64 as they are.
@@ -237,6 +244,7 @@ def test_few_and_many_boxes_take_the_same_values():
         assert torch.equal(ops.roi_pool(x, rois[k:k + 1], 5), full_p[k:k + 1])
 
 
+@needs_torchvision
 @pytest.mark.parametrize("k", [2, 300])  # few taps per pixel: direct scatter; many: tiles
 def test_cpu_backward_paths(k):
     x = make_input((2, 20, 40, 50), torch.float64, seed=5)
@@ -255,6 +263,7 @@ def test_cpu_backward_paths(k):
         assert torch.equal(low, f32.to(dtype))
 
 
+@needs_torchvision
 def test_reference_matches_torchvision():
     x = make_input(SHAPE, torch.float64, seed=5)
     rois = make_boxes(SHAPE[0], 23, SHAPE[2], SHAPE[3], 0.5, seed=5, dtype=torch.float64)
@@ -307,6 +316,7 @@ def test_empty_inputs(device):
     assert ops.roi_pool(x, torch.zeros(0, 5, device=device), 2).shape == (0, 3, 2, 2)
 
 
+@needs_torchvision
 @pytest.mark.parametrize("device", DEVICES)
 def test_boxes_wholly_outside_give_zeros(device):
     x = make_input((1, 4, 6, 8), device=device).requires_grad_()
@@ -323,6 +333,7 @@ def test_boxes_wholly_outside_give_zeros(device):
     assert torch.equal(out, tv_ops.roi_pool(x.detach().cpu(), rois.cpu(), 3).to(device))
 
 
+@needs_torchvision
 def test_degenerate_and_nonfinite_boxes():
     x = make_input((1, 3, 7, 9))
     rois = torch.tensor([[0, 2.0, 3, 2, 3], [0, 4, 1, 4, 6], [0, 5, 5, 1, 1],
@@ -345,6 +356,7 @@ def test_degenerate_and_nonfinite_boxes():
     ops.roi_pool(x, bad, 2)
 
 
+@needs_torchvision
 def test_large_boxes_adaptive_sampling():
     # Adaptive sampling of big boxes: many samples per bin, merged into taps.
     x = make_input((1, 3, 30, 40), torch.float64)
@@ -362,6 +374,7 @@ def test_large_boxes_adaptive_sampling():
         torch.testing.assert_close(xr.grad, xt.grad, rtol=1e-12, atol=1e-12)
 
 
+@needs_torchvision
 def test_batch_index_is_truncated_like_torchvision():
     x = make_input((3, 2, 6, 7))
     rois = torch.tensor([[0.9, 1, 1, 4, 4], [-0.5, 1, 1, 4, 4], [2.99, 0, 0, 6, 5], [1.0, 2, 2, 5, 5]])
@@ -369,6 +382,7 @@ def test_batch_index_is_truncated_like_torchvision():
     assert torch.equal(ops.roi_pool(x, rois, 2), tv_ops.roi_pool(x, rois, 2))
 
 
+@needs_torchvision
 def test_roi_pool_ties_nan_and_infinities_follow_torchvision():
     x = torch.zeros(1, 4, 4, 5)
     x[0, 1] = 1.0                        # all tied: the first pixel wins
@@ -396,6 +410,7 @@ def grads(fn, x, rois, w):
     return x.grad
 
 
+@needs_torchvision
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", range(len(ALIGN_CASES)))
 def test_roi_align_backward_matches_torchvision(device, case):
@@ -419,6 +434,7 @@ def test_roi_align_backward_matches_torchvision(device, case):
         torch.testing.assert_close(ours.cpu().double(), ref, rtol=tol, atol=tol)
 
 
+@needs_torchvision
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", range(len(POOL_CASES)))
 def test_roi_pool_backward_matches_torchvision(device, case):
@@ -580,6 +596,7 @@ def test_cuda_deterministic_backward(dtype):
 
 # --- autocast --------------------------------------------------------------------
 
+@needs_torchvision
 @pytest.mark.parametrize("device,dtype", [("cpu", torch.bfloat16),
                                           pytest.param("cuda", torch.float16, marks=pytest.mark.cuda)])
 def test_autocast_pools_low_precision_features_with_float32_boxes(device, dtype):
@@ -673,6 +690,7 @@ def test_torch_compile_fullgraph(box_format, dynamic):
         torch.testing.assert_close(compiled(x, boxes2), model(x, boxes2))
 
 
+@needs_torchvision
 def test_layers_match_torchvision_layers():
     x = make_input((2, 4, 9, 10), seed=26)
     rois = make_boxes(2, 8, 9, 10, 0.5, seed=26)
@@ -931,6 +949,7 @@ def test_cuda_current_stream():
     torch.testing.assert_close(out.cpu(), ops.roi_align(x.cpu(), rois.cpu(), 7, 1.0, 2))
 
 
+@needs_torchvision
 def test_bench_cases_agree_with_torchvision():
     from kernelzoo import bench
     results = bench.run(["roi_align", "roi_pool"], quick=True, repeats=1, warmup=0, min_time=0.0)
