@@ -4,8 +4,21 @@
 // G, the precision the kernels use for it (double for float64 inputs, float
 // otherwise), so that discrete choices (sampling grid, rounded corners, bin
 // edges) are the same on both sides.
-#include <ATen/ATen.h>
+// Per-op ATen headers rather than ATen/ATen.h: half the compile time.
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/allclose.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/max.h>
+#include <ATen/ops/rand.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/sub.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <gtest/gtest.h>
 
 #include <cfloat>
@@ -205,7 +218,7 @@ void expect_close(const at::Tensor& got, const at::Tensor& want, const std::stri
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
   const double tol = tolerance(got.scalar_type());
   EXPECT_TRUE(at::allclose(got.to(at::kDouble), want, tol, tol))
-      << what << ": max abs diff " << (got.to(at::kDouble) - want).abs().max().item<double>();
+      << what << ": max abs diff " << at::sub(got.to(at::kDouble), want).abs().max().item<double>();
 }
 
 struct AlignCase {
