@@ -4,11 +4,15 @@
 // picks the best version the CPU supports (GCC/Clang target_clones, an ifunc).
 // The loops of such a function (and of the KZ_ALWAYS_INLINE helpers it calls)
 // are vectorized for each target. Elsewhere (other compilers, other
-// architectures, sanitized builds) the macro is empty and the baseline code runs.
+// architectures or C libraries, sanitized builds) the macro is empty and the
+// baseline code runs.
 // Host code only.
 #pragma once
 
-#if defined(__x86_64__) && defined(__ELF__) && !defined(__CUDACC__) && \
+#include <cstdint>  // defines __GLIBC__ (through features.h) where it applies
+
+// ifuncs need glibc's loader (musl has none).
+#if defined(__x86_64__) && defined(__ELF__) && defined(__GLIBC__) && !defined(__CUDACC__) && \
     !defined(__SANITIZE_ADDRESS__) && (defined(__GNUC__) || defined(__clang__))
 #define KZ_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
