@@ -1,5 +1,7 @@
 """nn.Module layers over kernelzoo's operators."""
 
 from .pixel_shuffle import PixelShuffle, PixelUnshuffle
+from .multiscale_roi_align import MultiScaleRoIAlign, MultiScaleRoIPool
 
 __all__ = ["PixelShuffle", "PixelUnshuffle"]
+__all__ += ["MultiScaleRoIAlign", "MultiScaleRoIPool"]
