@@ -135,7 +135,8 @@ class ModelFamily:
             runs eagerly around them. For models whose forward cannot be
             captured as one graph because shapes depend on the data (a
             detector's proposal filtering and NMS). Empty (the default): the
-            whole model is compiled.
+            whole model is compiled. A listed module is compiled with
+            everything it calls, so none may be inside another.
     """
 
     name: str
@@ -186,6 +187,11 @@ class ModelFamily:
         if not all(isinstance(m, str) and m for m in compile_modules):
             raise bad(f"compile_modules must be dotted sub-module names, got "
                       f"{self.compile_modules!r}")
+        nested = [(a, b) for a in compile_modules for b in compile_modules
+                  if b.startswith(a + ".")]
+        if nested:
+            raise bad(f"compile_modules: {nested[0][1]!r} is inside {nested[0][0]!r}, which is "
+                      f"compiled with everything it calls; list only the outer one")
         # Freeze a copy so that later edits of the caller's dict do not leak in.
         object.__setattr__(self, "presets", dict(self.presets))
         object.__setattr__(self, "small", small)
