@@ -7,6 +7,7 @@ of torchvision's own Faster R-CNN carrying the same weights.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
@@ -389,6 +390,27 @@ def test_trained_test_presets_match_torchvision(trained, name, monkeypatch):
     theirs = torchvision_twin(ours.config)
     theirs.load_state_dict(ours.state_dict())
     a, b = detect(ours, theirs, 64, n=4)
+    assert sum(len(d["scores"]) for d in a) >= 10
+    assert_same_detections(a, b, box_atol=BOX_ATOL, score_atol=SCORE_ATOL)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["fasterrcnn-test", "fasterrcnn-roipool-test"])
+def test_trained_test_presets_match_torchvision_on_cuda(trained, name, monkeypatch):
+    ours, _ = trained[name]
+    if ours.config.box_pooler == "roi_pool":
+        monkeypatch.setattr(tv_poolers, "roi_align",
+                            lambda input, rois, output_size, spatial_scale, sampling_ratio:
+                            torchvision.ops.roi_pool(input, rois, output_size, spatial_scale))
+    theirs = torchvision_twin(ours.config)
+    theirs.load_state_dict(ours.state_dict())
+    ours, theirs = copy.deepcopy(ours).cuda().eval(), theirs.cuda().eval()
+    images, _ = synthetic_detection_batch(4, 64, 80, num_classes=ours.num_classes,
+                                          generator=torch.Generator().manual_seed(5),
+                                          device="cuda")
+    with torch.no_grad():
+        a, b = ours(images), theirs(images)
+    assert a[0]["boxes"].device.type == "cuda"
     assert sum(len(d["scores"]) for d in a) >= 10
     assert_same_detections(a, b, box_atol=BOX_ATOL, score_atol=SCORE_ATOL)
 

@@ -257,6 +257,25 @@ def test_pools_with_kernelzoos_ops(monkeypatch):
     assert calls == [("roi_pool", dict(spatial_scale=0.125))]
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("cls", ["align", "pool"])
+def test_matches_torchvision_on_cuda(cls, roi_pool_reference):
+    x = OrderedDict((k, v.detach().cuda().requires_grad_())
+                    for k, v in pyramid(n=3, h=64, w=80).items())
+    shapes = [(256, 320), (230, 300), (256, 290)]
+    boxes = [random_boxes(40, 256, 320, seed=0).cuda(), torch.zeros(0, 4, device="cuda"),
+             random_boxes(25, 230, 300, seed=2).cuda()]
+    if cls == "align":
+        ours = MultiScaleRoIAlign(NAMES, 7, 2, canonical_scale=56)
+        theirs = torchvision.ops.MultiScaleRoIAlign(NAMES, 7, 2, canonical_scale=56)
+    else:
+        ours = MultiScaleRoIPool(NAMES, 7, canonical_scale=56)
+        theirs = roi_pool_reference(NAMES, 7, canonical_scale=56)
+    a = run(ours, x, boxes, shapes)
+    assert a[0].device.type == "cuda"
+    assert_same(a, run(theirs, x, boxes, shapes))
+
+
 # --------------------------------------------------------------------------- torch.compile
 
 
