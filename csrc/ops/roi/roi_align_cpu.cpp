@@ -1,0 +1,348 @@
+// CPU kernels of roi_align and its backward.
+//
+// Bilinear sampling is separable: a sample's four taps are the products of a
+// y interpolation (two rows, weights) and an x interpolation (two columns),
+// and a bin's sample grid is the product of its y samples and its x samples.
+// So a bin's average is
+//     sum over rows y, columns x of  Wy[ph](y) * Wx[pw](x) * input[y, x]
+// with Wy[ph](y) the summed y weights of bin row ph's samples on row y (divided
+// by the sample count) and Wx likewise. Per roi the taps (row, Wy) of every ph
+// and (column, Wx) of every pw are computed once, from roi_common.h's geometry
+// (the CUDA kernels' geometry), and reused for every channel; samples that
+// share a row or column are merged, which saves work for small bins and much
+// more for adaptive sampling (a 10x10-sample bin over 10x10 pixels has ~121
+// taps instead of 400).
+//
+// Parallelization and determinism: see roi_cpu.h (units = image x channel
+// block, each element owned by one unit). Forward: the unit's tile (or, for a
+// unit with little work, the input planes directly, without a tile) is pooled
+// for each roi of the image, kCB channels per vector operation. Backward: the
+// unit accumulates into a zeroed tile, every roi of the image in increasing
+// order, and writes the tile to its channels of grad_input: deterministic.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../../common/cpu_clones.h"
+#include "roi_align.h"
+#include "roi_align_host.h"
+#include "roi_common.h"
+#include "roi_cpu.h"
+#include "roi_host.h"
+
+namespace kernelzoo {
+namespace roi_align_detail {
+
+using roi_detail::kCB;
+
+// The separable taps of one roi.
+template <typename acc_t>
+struct RoiTaps {
+  std::vector<int32_t> ybeg, xbeg;  // PH + 1 / PW + 1 offsets into the lists below
+  std::vector<int32_t> yidx, xidx;  // rows / columns
+  std::vector<acc_t> yw, xw;        // their weights; yw includes 1 / count
+  int64_t taps = 0;                 // (row, column) pairs over all bins: work per channel
+  int64_t row0 = 0, row1 = 0, col0 = 0, col1 = 0;  // pixels the taps touch: [row0, row1) x [col0, col1)
+};
+
+namespace {
+
+// The merged taps of every bin p < pooled along one axis. Rows touched by a
+// sample with zero weight (a sample exactly on a pixel) are kept, as
+// torchvision multiplies them too (0 * inf is NaN there and here).
+template <typename acc_t>
+void axis_taps(acc_t start, acc_t bin, int grid, int pooled, int size, acc_t divisor,
+               std::vector<int32_t>& beg, std::vector<int32_t>& idx, std::vector<acc_t>& w,
+               std::vector<acc_t>& dense, std::vector<char>& touched) {
+  beg.assign(1, 0);
+  idx.clear();
+  w.clear();
+  for (int p = 0; p < pooled; ++p) {
+    int lo = size, hi = -1;
+    for (int i = 0; i < grid; ++i) {
+      roi_detail::Interp<acc_t> it;
+      if (!roi_detail::interp1d(roi_detail::sample_coord(start, bin, p, i, grid), size, it))
+        continue;
+      lo = std::min(lo, it.lo);
+      hi = std::max(hi, it.hi);
+    }
+    if (hi >= lo) {
+      const int span = hi - lo + 1;
+      dense.assign(span, acc_t(0));
+      touched.assign(span, 0);
+      for (int i = 0; i < grid; ++i) {
+        roi_detail::Interp<acc_t> it;
+        if (!roi_detail::interp1d(roi_detail::sample_coord(start, bin, p, i, grid), size, it))
+          continue;
+        dense[it.lo - lo] += it.wlo;
+        dense[it.hi - lo] += it.whi;
+        touched[it.lo - lo] = touched[it.hi - lo] = 1;
+      }
+      for (int r = 0; r < span; ++r) {
+        if (!touched[r]) continue;
+        idx.push_back(lo + r);
+        w.push_back(dense[r] / divisor);
+      }
+    }
+    beg.push_back(static_cast<int32_t>(idx.size()));
+  }
+}
+
+template <typename acc_t>
+std::vector<RoiTaps<acc_t>> build_taps(const at::Tensor& rois_acc, const Args& a, int height,
+                                       int width) {
+  const int64_t k = rois_acc.size(0);
+  std::vector<RoiTaps<acc_t>> taps(k);
+  const acc_t* r = rois_acc.const_data_ptr<acc_t>();
+  const int ph = static_cast<int>(a.pooled_h), pw = static_cast<int>(a.pooled_w);
+  at::parallel_for(0, k, 16, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> dense;
+    std::vector<char> touched;
+    for (int64_t i = begin; i < end; ++i) {
+      const acc_t* b = r + i * 5;
+      const auto g = roi_detail::align_roi<acc_t>(
+          b[1], b[2], b[3], b[4], static_cast<acc_t>(a.spatial_scale), ph, pw,
+          static_cast<int>(a.sampling_ratio), a.aligned);
+      RoiTaps<acc_t>& t = taps[i];
+      // Without x samples there is nothing to take (and vice versa).
+      const bool any = g.grid_h > 0 && g.grid_w > 0;
+      axis_taps(g.start_h, g.bin_h, any ? g.grid_h : 0, ph, height, g.count, t.ybeg, t.yidx, t.yw,
+                dense, touched);
+      axis_taps(g.start_w, g.bin_w, any ? g.grid_w : 0, pw, width, acc_t(1), t.xbeg, t.xidx, t.xw,
+                dense, touched);
+      int64_t n = 0;
+      for (int y = 0; y < ph; ++y) {
+        for (int x = 0; x < pw; ++x) {
+          n += int64_t{t.ybeg[y + 1] - t.ybeg[y]} * (t.xbeg[x + 1] - t.xbeg[x]);
+        }
+      }
+      t.taps = n;
+      if (n > 0) {
+        t.row0 = *std::min_element(t.yidx.begin(), t.yidx.end());
+        t.row1 = *std::max_element(t.yidx.begin(), t.yidx.end()) + 1;
+        t.col0 = *std::min_element(t.xidx.begin(), t.xidx.end());
+        t.col1 = *std::max_element(t.xidx.begin(), t.xidx.end()) + 1;
+      }
+    }
+  });
+  return taps;
+}
+
+}  // namespace
+
+// --- vectorized inner loops (one channel block, one roi) -----------------------
+// Multiversioned (KZ_CPU_CLONES), hence outside the anonymous namespace.
+
+template <typename acc_t>
+KZ_ALWAYS_INLINE void forward_block_impl(const roi_detail::Tile<acc_t>& tile,
+                                         const RoiTaps<acc_t>& t, int pooled_h, int pooled_w,
+                                         acc_t* KZ_RESTRICT out) {
+  const acc_t* KZ_RESTRICT src = tile.ptr;
+  const int64_t sy = tile.sy, sx = tile.sx, row0 = tile.row0, col0 = tile.col0;
+  const int32_t *yb = t.ybeg.data(), *yi = t.yidx.data(), *xb = t.xbeg.data(), *xi = t.xidx.data();
+  const acc_t *yw = t.yw.data(), *xw = t.xw.data();
+  for (int ph = 0; ph < pooled_h; ++ph) {
+    for (int pw = 0; pw < pooled_w; ++pw) {
+      acc_t acc[kCB] = {};
+      for (int32_t a = yb[ph]; a < yb[ph + 1]; ++a) {
+        const acc_t* row = src + (yi[a] - row0) * sy;
+        for (int32_t b = xb[pw]; b < xb[pw + 1]; ++b) {
+          const acc_t w = yw[a] * xw[b];
+          const acc_t* px = row + (xi[b] - col0) * sx;
+          for (int j = 0; j < kCB; ++j) acc[j] += w * px[j];
+        }
+      }
+      acc_t* o = out + (ph * pooled_w + pw) * kCB;
+      for (int j = 0; j < kCB; ++j) o[j] = acc[j];
+    }
+  }
+}
+
+KZ_CPU_CLONES void forward_block(const roi_detail::Tile<float>& tile, const RoiTaps<float>& t,
+                                 int pooled_h, int pooled_w, float* out) {
+  forward_block_impl(tile, t, pooled_h, pooled_w, out);
+}
+KZ_CPU_CLONES void forward_block(const roi_detail::Tile<double>& tile, const RoiTaps<double>& t,
+                                 int pooled_h, int pooled_w, double* out) {
+  forward_block_impl(tile, t, pooled_h, pooled_w, out);
+}
+
+// tile[y, x, :] += Wy * Wx * grad[k, :, ph, pw] over the roi's taps; g is the
+// roi's gradient in (bin, channel) order.
+template <typename acc_t>
+KZ_ALWAYS_INLINE void backward_block_impl(acc_t* KZ_RESTRICT tile, int64_t sy, int64_t sx,
+                                          const RoiTaps<acc_t>& t, int pooled_h, int pooled_w,
+                                          const acc_t* KZ_RESTRICT g) {
+  const int32_t *yb = t.ybeg.data(), *yi = t.yidx.data(), *xb = t.xbeg.data(), *xi = t.xidx.data();
+  const acc_t *yw = t.yw.data(), *xw = t.xw.data();
+  for (int ph = 0; ph < pooled_h; ++ph) {
+    for (int pw = 0; pw < pooled_w; ++pw) {
+      acc_t gv[kCB];
+      const acc_t* gb = g + (ph * pooled_w + pw) * kCB;
+      for (int j = 0; j < kCB; ++j) gv[j] = gb[j];
+      for (int32_t a = yb[ph]; a < yb[ph + 1]; ++a) {
+        acc_t* row = tile + yi[a] * sy;
+        for (int32_t b = xb[pw]; b < xb[pw + 1]; ++b) {
+          const acc_t w = yw[a] * xw[b];
+          acc_t* px = row + xi[b] * sx;
+          for (int j = 0; j < kCB; ++j) px[j] += w * gv[j];
+        }
+      }
+    }
+  }
+}
+
+KZ_CPU_CLONES void backward_block(float* tile, int64_t sy, int64_t sx, const RoiTaps<float>& t,
+                                  int pooled_h, int pooled_w, const float* g) {
+  backward_block_impl(tile, sy, sx, t, pooled_h, pooled_w, g);
+}
+KZ_CPU_CLONES void backward_block(double* tile, int64_t sy, int64_t sx, const RoiTaps<double>& t,
+                                  int pooled_h, int pooled_w, const double* g) {
+  backward_block_impl(tile, sy, sx, t, pooled_h, pooled_w, g);
+}
+
+namespace {
+
+struct Scratch {
+  std::vector<float> tile_f, buf_f;
+  std::vector<double> tile_d, buf_d;
+  std::vector<float>& tile(float) { return tile_f; }
+  std::vector<double>& tile(double) { return tile_d; }
+  std::vector<float>& buf(float) { return buf_f; }
+  std::vector<double>& buf(double) { return buf_d; }
+};
+
+template <typename scalar_t>
+void forward_cpu(const Forward& f) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const at::Tensor& input = f.input;
+  const int64_t n_img = input.size(0), channels = input.size(1);
+  const int64_t height = input.size(2), width = input.size(3);
+  const int ph = static_cast<int>(f.args.pooled_h), pw = static_cast<int>(f.args.pooled_w);
+  const int64_t bins = int64_t{ph} * pw;
+  const roi_detail::BatchGroups groups = roi_detail::group_by_batch("roi_align", f.rois, n_img);
+  if (f.output.numel() == 0) return;
+  const at::Tensor rois_acc = f.rois.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+  const auto taps = build_taps<acc_t>(rois_acc, f.args, static_cast<int>(height),
+                                      static_cast<int>(width));
+  // A unit copies the whole plane block into a tile when its rois cover at
+  // least as many pixels (counted per roi) as the plane has; otherwise each roi
+  // gets a tile of just the pixels it touches (few boxes on a large map). Both
+  // run the same vectorized loop: a box's output never depends on the others.
+  std::vector<int64_t> area(n_img, 0);
+  for (int64_t n = 0; n < n_img; ++n) {
+    for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) {
+      const RoiTaps<acc_t>& t = taps[groups.order[i]];
+      area[n] += (t.row1 - t.row0) * (t.col1 - t.col0);
+    }
+  }
+  const bool in_place =
+      roi_detail::reads_in_place(input, c10::CppTypeToScalarType<acc_t>::value);
+  const roi_detail::Strides4 s = roi_detail::strides_of(input);
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out = f.output.mutable_data_ptr<scalar_t>();
+
+  roi_detail::for_each_unit<Scratch>(n_img, channels, [&](int64_t n, int64_t c0, int64_t cbn,
+                                                          Scratch& scratch) {
+    const int64_t first = groups.begin[n], last = groups.begin[n + 1];
+    if (first == last) return;
+    auto& tile_buf = scratch.tile(acc_t{});
+    const bool whole = in_place || area[n] >= height * width;
+    roi_detail::Tile<acc_t> tile{};
+    if (whole) tile = roi_detail::unit_tile(in, s, in_place, n, c0, cbn, height, width, tile_buf);
+    auto& buf = scratch.buf(acc_t{});
+    buf.resize(bins * kCB);
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t k = groups.order[i];
+      const RoiTaps<acc_t>& t = taps[k];
+      if (!whole) tile = roi_detail::build_tile(in, s, n, c0, cbn, t.row0, t.row1, t.col0, t.col1, tile_buf);
+      forward_block(tile, t, ph, pw, buf.data());
+      scalar_t* o = out + (k * channels + c0) * bins;
+      for (int64_t j = 0; j < cbn; ++j) {
+        for (int64_t b = 0; b < bins; ++b) o[j * bins + b] = static_cast<scalar_t>(buf[b * kCB + j]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_cpu(const Backward& bw) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t n_img = bw.batch_size, channels = bw.channels;
+  const int64_t height = bw.height, width = bw.width, plane = height * width;
+  const int ph = static_cast<int>(bw.args.pooled_h), pw = static_cast<int>(bw.args.pooled_w);
+  const int64_t bins = int64_t{ph} * pw;
+  const roi_detail::BatchGroups groups =
+      roi_detail::group_by_batch("_roi_align_backward", bw.rois, n_img);
+  if (bw.grad_input.numel() == 0) return;
+  const at::Tensor rois_acc = bw.rois.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+  const auto taps = build_taps<acc_t>(rois_acc, bw.args, static_cast<int>(height),
+                                      static_cast<int>(width));
+  const roi_detail::Strides4 gs = roi_detail::strides_of(bw.grad);
+  const scalar_t* grad = bw.grad.const_data_ptr<scalar_t>();
+  scalar_t* out = bw.grad_input.mutable_data_ptr<scalar_t>();
+
+  roi_detail::for_each_unit<Scratch>(n_img, channels, [&](int64_t n, int64_t c0, int64_t cbn,
+                                                          Scratch& scratch) {
+    scalar_t* o = out + (n * channels + c0) * plane;
+    const int64_t first = groups.begin[n], last = groups.begin[n + 1];
+    if (first == last) {
+      std::fill(o, o + cbn * plane, scalar_t(0));
+      return;
+    }
+    auto& tile = scratch.tile(acc_t{});
+    tile.assign(plane * kCB, acc_t(0));
+    auto& g = scratch.buf(acc_t{});
+    g.assign(bins * kCB, acc_t(0));
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t k = groups.order[i];
+      for (int64_t j = 0; j < cbn; ++j) {
+        const scalar_t* src = grad + k * gs.n + (c0 + j) * gs.c;
+        for (int y = 0; y < ph; ++y) {
+          for (int x = 0; x < pw; ++x) {
+            g[(y * pw + x) * kCB + j] = static_cast<acc_t>(src[y * gs.h + x * gs.w]);
+          }
+        }
+      }
+      backward_block(tile.data(), width * kCB, kCB, taps[k], ph, pw, g.data());
+    }
+    for (int64_t j = 0; j < cbn; ++j) {
+      for (int64_t p = 0; p < plane; ++p) o[j * plane + p] = static_cast<scalar_t>(tile[p * kCB + j]);
+    }
+  });
+}
+
+at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                         int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+                         bool aligned) {
+  const Forward f =
+      prepare_forward(input, rois, Args{spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned});
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align",
+                                  [&] { forward_cpu<scalar_t>(f); });
+  return f.output;
+}
+
+at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
+                                  double spatial_scale, int64_t pooled_h, int64_t pooled_w,
+                                  int64_t batch_size, int64_t channels, int64_t height,
+                                  int64_t width, int64_t sampling_ratio, bool aligned) {
+  const Backward b =
+      prepare_backward(grad, rois, Args{spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned},
+                       batch_size, channels, height, width);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
+                                  "_roi_align_backward", [&] { backward_cpu<scalar_t>(b); });
+  return b.grad_input;
+}
+
+}  // namespace
+}  // namespace roi_align_detail
+}  // namespace kernelzoo
+
+TORCH_LIBRARY_IMPL(kernelzoo, CPU, m) {
+  m.impl("roi_align", &kernelzoo::roi_align_detail::roi_align_cpu);
+  m.impl("_roi_align_backward", &kernelzoo::roi_align_detail::roi_align_backward_cpu);
+}
