@@ -48,7 +48,7 @@ def test_presets():
     assert kernelzoo.registry.model_config("fasterrcnn-roipool-test").box_pooler == "roi_pool"
 
 
-# --------------------------------------------------------------------------- torchvision is optional
+# --------------------------------------------------------------------------- optional torchvision
 
 
 def test_import_and_listing_do_not_import_torchvision():
