@@ -1,0 +1,150 @@
+// What the roi_align CUDA launchers launch: element and index types, parameters,
+// grids, scratch buffers and the order of the kernels, for a `launch` functor
+// called as launch(kernel, grid, block, args...). roi_align_cuda.cu passes one
+// that runs kernel<<<grid, block, 0, stream>>>(args...); the C++ tests pass
+// one that runs the CPU execution harness, so that they test exactly the
+// launches the launcher makes. Host code: include it after the ATen headers it
+// names (in the tests: before cuda_harness.h) and roi_align_host.h.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
+#include "roi_align_host.h"
+#include "roi_align_kernel.cuh"
+#include "roi_launch_common.h"
+
+namespace kernelzoo {
+namespace roi_align_detail {
+
+using roi_detail::Index;
+
+template <typename index_t>
+AlignParams<index_t> make_params(int64_t total, const at::Tensor& t4, const at::Tensor& rois,
+                                 int64_t batch_size, int64_t channels, int64_t height,
+                                 int64_t width, const Args& a) {
+  AlignParams<index_t> p;
+  p.total = static_cast<index_t>(total);
+  p.num_rois = static_cast<index_t>(rois.size(0));
+  p.channels = static_cast<index_t>(channels);
+  p.height = static_cast<int>(height);
+  p.width = static_cast<int>(width);
+  p.pooled_h = static_cast<int>(a.pooled_h);
+  p.pooled_w = static_cast<int>(a.pooled_w);
+  p.batch_size = batch_size;
+  p.s0 = static_cast<index_t>(t4.stride(0));
+  p.s1 = static_cast<index_t>(t4.stride(1));
+  p.s2 = static_cast<index_t>(t4.stride(2));
+  p.s3 = static_cast<index_t>(t4.stride(3));
+  p.roi_row = static_cast<index_t>(rois.stride(0));
+  p.roi_col = static_cast<index_t>(rois.stride(1));
+  p.spatial_scale = a.spatial_scale;
+  p.sampling_ratio = static_cast<int>(a.sampling_ratio);
+  p.aligned = a.aligned;
+  return p;
+}
+
+// Fills f.output (no launch when it is empty).
+template <typename Launch>
+void launch_forward(const Forward& f, const Launch& launch, Index index = Index::Auto) {
+  const int64_t total = f.output.numel();
+  if (total == 0) return;
+  const bool small = roi_detail::use_int32(index, {total, roi_detail::extent(f.input),
+                                                   roi_detail::extent(f.rois)});
+  const at::Tensor& in = f.input;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "roi_align", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto go = [&](auto index_tag) {
+      using index_t = decltype(index_tag);
+      launch(roi_align_forward_kernel<scalar_t, acc_t, index_t>, roi_detail::grid_blocks(total),
+             roi_detail::kBlockThreads, in.const_data_ptr<scalar_t>(),
+             f.rois.const_data_ptr<scalar_t>(), f.output.mutable_data_ptr<scalar_t>(),
+             make_params<index_t>(total, in, f.rois, in.size(0), in.size(1), in.size(2),
+                                  in.size(3), f.args));
+    };
+    small ? go(int32_t{}) : go(int64_t{});
+  });
+}
+
+// Atomic backward: fills b.grad_input. float16/bfloat16 gradients are summed
+// in a float32 buffer and converted once at the end.
+template <typename Launch>
+void launch_backward_atomic(const Backward& b, const Launch& launch, Index index = Index::Auto) {
+  if (b.grad_input.numel() == 0) return;
+  const int64_t total = b.grad.numel();
+  const bool small = roi_detail::use_int32(
+      index, {total, b.grad_input.numel(), roi_detail::extent(b.grad), roi_detail::extent(b.rois)});
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad.scalar_type(),
+                                  "_roi_align_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    constexpr bool same = std::is_same_v<scalar_t, acc_t>;
+    at::Tensor accum = same ? b.grad_input
+                            : at::empty(b.grad_input.sizes(),
+                                        b.grad.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    accum.zero_();
+    if (total > 0) {
+      auto go = [&](auto index_tag) {
+        using index_t = decltype(index_tag);
+        launch(roi_align_backward_atomic_kernel<scalar_t, acc_t, index_t>,
+               roi_detail::grid_blocks(total), roi_detail::kBlockThreads,
+               b.grad.const_data_ptr<scalar_t>(), b.rois.const_data_ptr<scalar_t>(),
+               accum.mutable_data_ptr<acc_t>(),
+               make_params<index_t>(total, b.grad, b.rois, b.batch_size, b.channels, b.height,
+                                    b.width, b.args));
+      };
+      small ? go(int32_t{}) : go(int64_t{});
+    }
+    if (!same) b.grad_input.copy_(accum);
+  });
+}
+
+// Deterministic backward (a gather, see roi_align_kernel.cuh): fills b.grad_input.
+template <typename Launch>
+void launch_backward_deterministic(const Backward& b, const Launch& launch,
+                                   Index index = Index::Auto) {
+  const int64_t total = b.grad_input.numel();
+  if (total == 0) return;
+  const int64_t k = b.rois.size(0);
+  if (k == 0) {
+    b.grad_input.zero_();
+    return;
+  }
+  const auto acc_options = [&](at::ScalarType t) { return b.grad.options().dtype(t); };
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad.scalar_type(),
+                                  "_roi_align_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+    const at::Tensor wy = at::zeros({k, b.args.pooled_h, b.height}, acc_options(acc_type));
+    const at::Tensor wx = at::zeros({k, b.args.pooled_w, b.width}, acc_options(acc_type));
+    const at::Tensor count = at::empty({k}, acc_options(acc_type));
+    const at::Tensor bounds = at::empty({k, 5}, acc_options(at::kInt));
+    static_assert(sizeof(roi_detail::RoiBounds) == 5 * sizeof(int32_t));
+    auto* bounds_ptr = reinterpret_cast<roi_detail::RoiBounds*>(bounds.mutable_data_ptr<int32_t>());
+    const bool small =
+        roi_detail::use_int32(index, {total, wy.numel(), wx.numel(), roi_detail::extent(b.grad),
+                                      roi_detail::extent(b.rois)});
+    auto go = [&](auto index_tag) {
+      using index_t = decltype(index_tag);
+      launch(roi_align_backward_weights_kernel<scalar_t, acc_t, index_t>,
+             roi_detail::grid_blocks(k), roi_detail::kBlockThreads,
+             b.rois.const_data_ptr<scalar_t>(), wy.mutable_data_ptr<acc_t>(),
+             wx.mutable_data_ptr<acc_t>(), count.mutable_data_ptr<acc_t>(), bounds_ptr,
+             make_params<index_t>(k, b.grad, b.rois, b.batch_size, b.channels, b.height, b.width,
+                                  b.args));
+      launch(roi_align_backward_gather_kernel<scalar_t, acc_t, index_t>,
+             roi_detail::grid_blocks(total), roi_detail::kBlockThreads,
+             b.grad.const_data_ptr<scalar_t>(), wy.const_data_ptr<acc_t>(),
+             wx.const_data_ptr<acc_t>(), count.const_data_ptr<acc_t>(),
+             static_cast<const roi_detail::RoiBounds*>(bounds_ptr),
+             b.grad_input.mutable_data_ptr<scalar_t>(),
+             make_params<index_t>(total, b.grad, b.rois, b.batch_size, b.channels, b.height,
+                                  b.width, b.args));
+    };
+    small ? go(int32_t{}) : go(int64_t{});
+  });
+}
+
+}  // namespace roi_align_detail
+}  // namespace kernelzoo
