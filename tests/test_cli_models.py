@@ -31,7 +31,8 @@ def test_models(capsys, fresh_registry):
     assert rc == 0
     assert [m for m in out.split() if m.startswith("espcn")] == ESPCN_MODELS
     rc, out, _ = run(capsys, "models", "espcn-x?", "*-test")
-    assert (rc, out.split()) == (0, ["espcn-test", "espcn-x2", "espcn-x3", "espcn-x4"])
+    assert (rc, out.split()) == (0, ["espcn-test", "espcn-x2", "espcn-x3", "espcn-x4",
+                                     "fasterrcnn-roipool-test", "fasterrcnn-test"])
 
 
 def test_models_long_and_json(capsys, fresh_registry):

@@ -252,7 +252,8 @@ def statuses():
 
 def test_allow_list_by_family(two_plugins, monkeypatch):
     monkeypatch.setenv("KERNELZOO_PLUGINS", "espcn, alpha")
-    assert statuses() == {"espcn": "ok", "alpha": "ok", "beta": "disabled"}
+    assert statuses() == {"espcn": "ok", "fasterrcnn": "disabled", "alpha": "ok",
+                          "beta": "disabled"}
     assert "kzfake_beta" not in sys.modules
     with pytest.raises(PluginError, match="'beta' .* is disabled: not in the allow-list "
                                           "KERNELZOO_PLUGINS='espcn, alpha'"):
@@ -261,14 +262,15 @@ def test_allow_list_by_family(two_plugins, monkeypatch):
 
 def test_allow_list_by_distribution_pattern(two_plugins, monkeypatch):
     monkeypatch.setenv("KERNELZOO_PLUGINS", "fake_BETA:*")   # names are normalised
-    assert statuses() == {"espcn": "disabled", "alpha": "disabled", "beta": "ok"}
+    assert statuses() == {"espcn": "disabled", "fasterrcnn": "disabled", "alpha": "disabled",
+                          "beta": "ok"}
     assert kernelzoo.list_models() == ["beta-test", "beta-x2", "beta-x10"]
 
 
 def test_deny_list_wins_over_allow_list(two_plugins, monkeypatch):
     monkeypatch.setenv("KERNELZOO_PLUGINS", "*")
     monkeypatch.setenv("KERNELZOO_DISABLE_PLUGINS", "alpha")
-    assert statuses() == {"espcn": "ok", "alpha": "disabled", "beta": "ok"}
+    assert statuses() == {"espcn": "ok", "fasterrcnn": "ok", "alpha": "disabled", "beta": "ok"}
     assert "kzfake_alpha" not in sys.modules
 
 
@@ -276,10 +278,10 @@ def test_no_third_party(two_plugins, monkeypatch):
     monkeypatch.setenv("KERNELZOO_NO_THIRD_PARTY_PLUGINS", "1")
     infos = kernelzoo.list_plugins()
     assert {p.family: p.status for p in infos} == \
-        {"espcn": "ok", "alpha": "disabled", "beta": "disabled"}
+        {"espcn": "ok", "fasterrcnn": "ok", "alpha": "disabled", "beta": "disabled"}
     assert all("KERNELZOO_NO_THIRD_PARTY_PLUGINS=1" in p.error for p in infos
                if p.status == "disabled")
-    assert kernelzoo.list_families() == ["espcn"]
+    assert kernelzoo.list_families() == ["espcn", "fasterrcnn"]
     assert "kzfake_alpha" not in sys.modules and "kzfake_beta" not in sys.modules
 
 
@@ -352,7 +354,13 @@ def test_import_is_lazy_and_building_imports_one_family(fake_site):
     assert out["after_create"] == ["kernelzoo.plugins", "kernelzoo.plugins.espcn",
                                    "kernelzoo.plugins.espcn.model"]
     assert out["after_list_alpha"] == out["after_create"] + ["kzfake_alpha"]
-    assert out["after_list_all"] == out["after_list_alpha"] + ["kzfake_beta"]
+    # Listing everything imports the other families (the built-in fasterrcnn's
+    # package, but not its model module, which imports torchvision).
+    new = set(out["after_list_all"]) - set(out["after_list_alpha"])
+    assert {m for m in new if not m.startswith("kernelzoo.plugins.fasterrcnn")} == \
+        {"kzfake_beta"}
+    assert "kernelzoo.plugins.fasterrcnn" in new
+    assert "kernelzoo.plugins.fasterrcnn.model" not in new
 
 
 # --------------------------------------------------------------------------- the example package

@@ -85,7 +85,7 @@ def test_list_models_spans_families(mlp):
 
 
 def test_list_families(mlp):
-    assert kernelzoo.list_families() == ["espcn", "mlp"]
+    assert kernelzoo.list_families() == ["espcn", "fasterrcnn", "mlp"]
 
 
 # --------------------------------------------------------------------------- create_model
@@ -272,4 +272,78 @@ def test_check_family_catches_bad_example_inputs_and_configs():
                       presets={"test": {"width": 4}, "bad": {"depth": 3}},
                       example_inputs=lambda m, batch_size=2: (torch.randn(batch_size, 4),))
     with pytest.raises(FamilyCheckError, match="mlp-bad: its config does not resolve"):
+        check_family(fam, compile=False)
+
+
+class Detectorish(nn.Module):
+    """Data-dependent like a detector: a compilable head, then a Python
+    decision on values (a graph break), and a list of dicts with an integer
+    output."""
+
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.head = MLP(config)
+        self.spare = nn.Identity()      # never called
+
+    def forward(self, x):
+        y = self.head(x)
+        if y.sum().item() > 1e9:        # graph break
+            y = y * 2
+        return [{"scores": y[i], "labels": (y[i] > 0).long()} for i in range(len(y))]
+
+
+def detectorish_family(**kw) -> ModelFamily:
+    return ModelFamily(name="det", build=Detectorish, presets={"test": MLPConfig()},
+                       example_inputs=mlp_inputs, **kw)
+
+
+def test_compile_modules_compiles_submodules_instead_of_the_model():
+    with pytest.raises(FamilyCheckError, match="torch.compile\\(fullgraph=True, "
+                                               "backend='eager'\\) raised"):
+        check_family(detectorish_family(), compile_backend="eager")
+    fam = detectorish_family(compile_modules=("head.fc1", "head.fc2"))
+    assert fam.compile_modules == ("head.fc1", "head.fc2")
+    assert check_family(fam, compile_backend="eager") == ["det-test"]
+    fam = detectorish_family(compile_modules="head")
+    assert fam.compile_modules == ("head",)
+    assert check_family(fam, compile_backend="eager") == ["det-test"]
+    assert check_family(fam) == ["det-test"]                     # inductor
+
+
+def test_compile_modules_errors():
+    with pytest.raises(FamilyCheckError, match="det-test: compile_modules: the model has no "
+                                               "sub-module 'nope'"):
+        check_family(detectorish_family(compile_modules="nope"), compile_backend="eager")
+    with pytest.raises(FamilyCheckError, match="no graph was compiled for sub-module\\(s\\) "
+                                               "spare \\(does the forward call them\\?\\)"):
+        check_family(detectorish_family(compile_modules=("head", "spare")),
+                     compile_backend="eager")
+    with pytest.raises(TypeError, match="compile_modules must be dotted sub-module names"):
+        detectorish_family(compile_modules=("head", ""))
+    with pytest.raises(TypeError, match="compile_modules: 'head.fc1' is inside 'head', which is "
+                                        "compiled with everything it calls"):
+        detectorish_family(compile_modules=("head.fc1", "head"))
+
+
+class UnsavedLabels(Detectorish):
+    """Labels from a random threshold kept outside the state dict: only the
+    integer outputs differ after reloading."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.threshold = torch.randn(())
+
+    def forward(self, x):
+        out = super().forward(x)
+        for d in out:
+            d["labels"] = (d["scores"] > self.threshold).long() + torch.randint(0, 1000, ())
+        return out
+
+
+def test_integer_outputs_are_compared():
+    fam = ModelFamily(name="det", build=UnsavedLabels, presets={"test": MLPConfig()},
+                      example_inputs=mlp_inputs)
+    with pytest.raises(FamilyCheckError, match="det-test: state-dict round trip: output 1 "
+                                               "differs"):
         check_family(fam, compile=False)

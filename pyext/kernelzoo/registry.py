@@ -129,6 +129,14 @@ class ModelFamily:
             seed=0, device="cpu", save=None, progress=True, verbose=True)``
             returning a dict of JSON-serialisable results (``None`` arguments
             mean the family's defaults).
+        compile_modules: dotted names of sub-modules (as in
+            ``model.get_submodule``) that :func:`kernelzoo.testing.check_family`
+            compiles, each on its own, instead of the whole model, which then
+            runs eagerly around them. For models whose forward cannot be
+            captured as one graph because shapes depend on the data (a
+            detector's proposal filtering and NMS). Empty (the default): the
+            whole model is compiled. A listed module is compiled with
+            everything it calls, so none may be inside another.
     """
 
     name: str
@@ -139,6 +147,7 @@ class ModelFamily:
     api_version: int = API_VERSION
     small: tuple[str, ...] = ()
     train: Callable[..., dict] | None = None
+    compile_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _FAMILY_NAME.match(self.name):
@@ -173,9 +182,20 @@ class ModelFamily:
             raise bad(f"small names unknown presets {unknown}; presets: {sorted(self.presets)}")
         if self.train is not None and not callable(self.train):
             raise bad("train must be callable or None")
+        compile_modules = ((self.compile_modules,) if isinstance(self.compile_modules, str)
+                           else tuple(self.compile_modules))
+        if not all(isinstance(m, str) and m for m in compile_modules):
+            raise bad(f"compile_modules must be dotted sub-module names, got "
+                      f"{self.compile_modules!r}")
+        nested = [(a, b) for a in compile_modules for b in compile_modules
+                  if b.startswith(a + ".")]
+        if nested:
+            raise bad(f"compile_modules: {nested[0][1]!r} is inside {nested[0][0]!r}, which is "
+                      f"compiled with everything it calls; list only the outer one")
         # Freeze a copy so that later edits of the caller's dict do not leak in.
         object.__setattr__(self, "presets", dict(self.presets))
         object.__setattr__(self, "small", small)
+        object.__setattr__(self, "compile_modules", compile_modules)
 
     # -- presets and configs
 

@@ -26,18 +26,25 @@ class FamilyCheckError(AssertionError):
     report it as a failure, not an error)."""
 
 
-def _tensors(out: Any) -> list[torch.Tensor]:
-    """Floating-point tensors in a model's output (tensor, sequence, mapping,
-    dataclass or object with tensor attributes such as Hugging Face outputs)."""
+def _all_tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output (tensor, sequence, mapping, dataclass or
+    object with tensor attributes such as Hugging Face outputs), in order: a
+    detector's list of dicts of boxes, labels and scores gives them image by
+    image."""
     if isinstance(out, torch.Tensor):
-        return [out] if out.is_floating_point() or out.is_complex() else []
+        return [out]
     if isinstance(out, dict):
-        return [t for v in out.values() for t in _tensors(v)]
+        return [t for v in out.values() for t in _all_tensors(v)]
     if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _tensors(v)]
+        return [t for v in out for t in _all_tensors(v)]
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
-        return [t for f in dataclasses.fields(out) for t in _tensors(getattr(out, f.name))]
+        return [t for f in dataclasses.fields(out) for t in _all_tensors(getattr(out, f.name))]
     return []
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """The floating-point (and complex) tensors of :func:`_all_tensors`."""
+    return [t for t in _all_tensors(out) if t.is_floating_point() or t.is_complex()]
 
 
 def _call(model, inputs):
@@ -78,7 +85,15 @@ def check_family(family_or_name: ModelFamily | str, *, presets: list[str] | None
     5. ``torch.compile(model, fullgraph=fullgraph, backend=compile_backend)``
        reproduces the eager outputs (to rtol 1e-4, atol 1e-5 in float32:
        compiled kernels fuse and may evaluate transcendental functions with
-       other approximations). ``compile=False`` skips this step.
+       other approximations). For a family with
+       :attr:`~kernelzoo.registry.ModelFamily.compile_modules`, each of those
+       sub-modules is compiled so instead (and must compile at least one
+       graph), and the model runs eagerly around them. ``compile=False``
+       skips this step.
+
+    Outputs are compared tensor by tensor, integer and boolean ones exactly
+    (a detector's labels as well as its boxes and scores); the forward and
+    backward checks use the floating-point ones.
 
     Raises :class:`FamilyCheckError` (an ``AssertionError``) naming the model
     and the step that failed. Returns the names of the models checked.
@@ -152,7 +167,7 @@ def _check_preset(family: ModelFamily, preset: str, *, device, batch_size, compi
     # State dict round trip, in eval mode (deterministic).
     model.eval()
     with torch.no_grad():
-        ref = [t.detach().clone() for t in _tensors(_call(model, inputs))]
+        ref = [t.detach().clone() for t in _all_tensors(_call(model, inputs))]
     buf = io.BytesIO()
     step("torch.save(state_dict)", torch.save, model.state_dict(), buf)
     buf.seek(0)
@@ -165,7 +180,7 @@ def _check_preset(family: ModelFamily, preset: str, *, device, batch_size, compi
         raise FamilyCheckError(f"load_state_dict: {result}")
     fresh.eval()
     with torch.no_grad():
-        again = _tensors(step("forward after load_state_dict", _call, fresh, inputs))
+        again = _all_tensors(step("forward after load_state_dict", _call, fresh, inputs))
     _compare("state-dict round trip", again, ref, rtol=None, atol=None)
 
     # torch.compile of the forward.
@@ -173,10 +188,45 @@ def _check_preset(family: ModelFamily, preset: str, *, device, batch_size, compi
         import torch._dynamo as dynamo
 
         dynamo.reset()
-        compiled = torch.compile(model, fullgraph=fullgraph, backend=backend)
+        what = f"torch.compile(fullgraph={fullgraph}, backend={backend!r})"
+        if family.compile_modules:
+            graphs = _compile_submodules(model, family.compile_modules, fullgraph, backend)
+            compiled = model
+        else:
+            compiled = torch.compile(model, fullgraph=fullgraph, backend=backend)
         with torch.no_grad():
-            got = _tensors(step(f"torch.compile(fullgraph={fullgraph}, backend={backend!r})",
-                                _call, compiled, inputs))
+            got = _all_tensors(step(what, _call, compiled, inputs))
+        if family.compile_modules:
+            idle = [n for n in family.compile_modules if not graphs[n]]
+            if idle:
+                raise FamilyCheckError(f"{what}: no graph was compiled for sub-module(s) "
+                                       f"{', '.join(idle)} (does the forward call them?)")
+        floats = [t.dtype for t in ref if t.is_floating_point()]
         tol = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-7, 1e-7)}
-        rtol, atol = tol.get(ref[0].dtype, (1e-2, 1e-2))
+        rtol, atol = tol.get(floats[0] if floats else torch.float32, (1e-2, 1e-2))
         _compare("torch.compile", got, ref, rtol=rtol, atol=atol)
+
+
+def _compile_submodules(model, names, fullgraph, backend) -> dict[str, int]:
+    """Compiles ``model``'s sub-modules ``names`` in place; returns a dict
+    counting the graphs compiled for each (filled in as they compile)."""
+    from torch._dynamo import lookup_backend
+
+    graphs = dict.fromkeys(names, 0)
+
+    def counting(name):
+        real = lookup_backend(backend) if isinstance(backend, str) else backend
+
+        def compile_graph(gm, example_inputs):
+            graphs[name] += 1
+            return real(gm, example_inputs)
+        return compile_graph
+
+    for name in names:
+        try:
+            sub = model.get_submodule(name)
+        except AttributeError as e:
+            raise FamilyCheckError(f"compile_modules: the model has no sub-module {name!r} "
+                                   f"({e})") from None
+        sub.compile(fullgraph=fullgraph, backend=counting(name))
+    return graphs
