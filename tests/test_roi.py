@@ -517,6 +517,21 @@ def test_backward_ops_are_differentiable():
     assert torch.autograd.gradgradcheck(pbwd, (g,))
 
 
+def test_double_backward_gather_skips_bins_without_argmax():
+    # On CUDA a box with an out-of-range batch index gets argmax -1 in every bin
+    # and no gradient; the double backward of roi_pool must not index its plane.
+    from kernelzoo.ops.roi_pool import _gather_at_argmax
+    ggi = make_input((2, 3, 4, 5), torch.float64, seed=21)
+    rois = torch.tensor([[1, 0.0, 0, 3, 3], [7, 0, 0, 3, 3], [float("nan"), 0, 0, 3, 3]],
+                        dtype=torch.float64)
+    argmax = torch.full((3, 3, 2, 2), -1, dtype=torch.int32)
+    argmax[0] = torch.tensor([[0, 4], [19, -1]], dtype=torch.int32)
+    got = _gather_at_argmax(ggi, rois, argmax)
+    want = torch.zeros(3, 3, 2, 2, dtype=torch.float64)
+    want[0, :, 0, 0], want[0, :, 0, 1], want[0, :, 1, 0] = ggi[1, :, 0, 0], ggi[1, :, 0, 4], ggi[1, :, 3, 4]
+    assert torch.equal(got, want)
+
+
 def test_no_gradient_to_boxes():
     x = make_input((1, 2, 5, 5), seed=15).requires_grad_()
     rois = torch.tensor([[0, 0.5, 0.5, 3.5, 4.0]], requires_grad=True)
@@ -926,8 +941,12 @@ def test_cuda_out_of_range_batch_index_gives_zeros():
         out = fn()
         assert torch.equal(out[:2], torch.zeros_like(out[:2]))
         assert out[2].abs().sum() > 0
-        (g,) = torch.autograd.grad(out.sum(), x)
+        v = torch.ones_like(out, requires_grad=True)
+        (g,) = torch.autograd.grad(out, x, v, create_graph=True)
         assert torch.isfinite(g).all()
+        # double backward (roi_pool's gathers at argmax): nothing for those boxes
+        (gv,) = torch.autograd.grad(g.sum(), v)
+        assert torch.equal(gv[:2], torch.zeros_like(gv[:2])) and torch.isfinite(gv).all()
 
 
 @pytest.mark.cuda

@@ -97,24 +97,33 @@ def _backward(ctx, grad, _grad_argmax):
 # whose adjoint gathers the incoming gradient at the same places (plain torch
 # ops, so it is itself differentiable and traceable).
 def _backward_setup_context(ctx, inputs, output):
-    grad, rois, argmax, _scale, _ph, _pw, _n, c, h, w = inputs
+    grad, rois, argmax, *_ = inputs
     ctx.save_for_backward(rois, argmax)
-    ctx.sizes = (c, h, w)
+
+
+def _gather_at_argmax(grad_input: Tensor, rois: Tensor, argmax: Tensor) -> Tensor:
+    """The adjoint of ``_roi_pool_backward``: ``grad_input[b_k, c, argmax[k, c]]``
+    for every bin, 0 where argmax is -1 (empty bins, and every bin of a box
+    whose batch index is invalid: CUDA's forward gives such boxes -1)."""
+    _, c, h, w = grad_input.shape
+    if grad_input.numel() == 0 or argmax.numel() == 0:
+        return grad_input.new_zeros(argmax.shape)
+    valid = argmax >= 0
+    batch = rois[:, 0].to(torch.int64)  # truncation toward zero, as the kernels
+    planes = batch[:, None] * c + torch.arange(c, device=argmax.device)[None, :]  # (K, C)
+    index = planes[:, :, None, None] * (h * w) + argmax.to(torch.int64)
+    # Bins without an argmax may belong to a box with an out-of-range batch
+    # index: point them at element 0 so that the gather stays in bounds.
+    index = torch.where(valid, index, torch.zeros_like(index))
+    gathered = grad_input.reshape(-1)[index]
+    return torch.where(valid, gathered, torch.zeros_like(gathered))
 
 
 def _backward_backward(ctx, grad_grad_input):
     if not ctx.needs_input_grad[0]:
         return (None,) * 10
     rois, argmax = ctx.saved_tensors
-    c, h, w = ctx.sizes
-    if grad_grad_input.numel() == 0 or argmax.numel() == 0:
-        return (grad_grad_input.new_zeros(argmax.shape),) + (None,) * 9
-    batch = rois[:, 0].to(torch.int64)  # truncation toward zero, as the kernels
-    planes = batch[:, None] * c + torch.arange(c, device=argmax.device)[None, :]  # (K, C)
-    index = planes[:, :, None, None] * (h * w) + argmax.clamp(min=0).to(torch.int64)
-    gathered = grad_grad_input.reshape(-1)[index]
-    grad_grad = torch.where(argmax >= 0, gathered, torch.zeros_like(gathered))
-    return (grad_grad,) + (None,) * 9
+    return (_gather_at_argmax(grad_grad_input, rois, argmax),) + (None,) * 9
 
 
 torch.library.register_autograd("kernelzoo::roi_pool", _backward, setup_context=_setup_context)
