@@ -290,6 +290,11 @@ ERRORS = [
     (ops.pixel_shuffle, (torch.zeros(1, 6, 2, 2), 2),
      "pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of "
      "upscale_factor, but input.size(-3)=6 is not divisible by 4"),
+    # a factor whose square overflows: only a tensor without channels "fits" it
+    (ops.pixel_shuffle, (torch.zeros(1, 0, 2, 2), 2 ** 40),
+     "pixel_shuffle: upscale_factor=1099511627776 is too large"),
+    (ops.pixel_unshuffle, (torch.zeros(1, 1, 0, 0), 2 ** 40),
+     "pixel_unshuffle: downscale_factor=1099511627776 is too large"),
     (ops.pixel_unshuffle, (torch.zeros(3), 2),
      "pixel_unshuffle expects input to have at least 3 dimensions, but got input with 1 dimension(s)"),
     (ops.pixel_unshuffle, (torch.zeros(1, 1, 2, 2), 0),

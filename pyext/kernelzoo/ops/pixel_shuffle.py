@@ -53,6 +53,7 @@ def _check_common(name: str, input: Tensor, factor: int, factor_name: str) -> No
         f"{name} expects input to have at least 3 dimensions, but got input with "
         f"{input.dim()} dimension(s)"))
     torch._check(factor > 0, lambda: f"{name} expects a positive {factor_name}, but got {factor}")
+    torch._check(factor <= 2 ** 31, lambda: f"{name}: {factor_name}={factor} is too large")
 
 
 @torch.library.register_fake("kernelzoo::pixel_shuffle")
