@@ -263,6 +263,16 @@ def test_check_family_catches_graph_breaks():
     assert check_family(fam, fullgraph=False, compile_backend="eager") == ["mlp-test"]
 
 
+def test_check_family_compares_integer_outputs_exactly():
+    from kernelzoo.testing import _compare
+    labels = torch.tensor([3, 90001])
+    _compare("torch.compile", [torch.tensor([0.5001])], [torch.tensor([0.5])], rtol=1e-3, atol=0)
+    with pytest.raises(FamilyCheckError, match="torch.compile: output 1 differs"):
+        # within rtol 1e-4 of 90001, but a different integer
+        _compare("torch.compile", [torch.ones(1), labels + torch.tensor([0, 1])],
+                 [torch.ones(1), labels], rtol=1e-4, atol=1e-5)
+
+
 def test_check_family_catches_bad_example_inputs_and_configs():
     fam = ModelFamily(name="mlp", build=MLP, presets={"test": MLPConfig()},
                       example_inputs=lambda m, batch_size=2: torch.randn(batch_size, 4))
