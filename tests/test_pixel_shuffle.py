@@ -360,9 +360,19 @@ def test_cuda_int64_indexing():
 
 @pytest.mark.cuda
 def test_cuda_current_stream_and_device():
+    # The input is written on a side stream that a sleep holds up: a kernel
+    # launched on any other stream would read it before it is written.
+    src = make((4, 16, 33, 35), torch.float32, "cuda")
+    expected = F.pixel_shuffle(src, 2)
     s = torch.cuda.Stream()
-    lo = make((4, 16, 33, 35), torch.float32, "cuda")
+    s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
+        lo = torch.zeros_like(src)
+        torch.cuda._sleep(100_000_000)  # tens of milliseconds
+        lo.copy_(src)
         out = ops.pixel_shuffle(lo, 2)
     s.synchronize()
-    assert torch.equal(out, F.pixel_shuffle(lo, 2))
+    assert torch.equal(out, expected)
+    if torch.cuda.device_count() > 1:
+        # an input on a device other than the current one runs there
+        assert torch.equal(ops.pixel_shuffle(src.to("cuda:1"), 2).cpu(), expected.cpu())

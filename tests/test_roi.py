@@ -958,14 +958,27 @@ def test_cuda_errors():
 
 
 @pytest.mark.cuda
-def test_cuda_current_stream():
-    s = torch.cuda.Stream()
-    x = make_input((2, 16, 33, 35), device="cuda")
+def test_cuda_current_stream_and_device():
+    # The input is written on a side stream that a sleep holds up: kernels
+    # launched on any other stream would read it before it is written.
+    src = make_input((2, 16, 33, 35), device="cuda")
     rois = make_boxes(2, 100, 33, 35, 1.0, seed=31).cuda()
+    expected = ops.roi_align(src.cpu(), rois.cpu(), 7, 1.0, 2)
+    expected_pool = ops.roi_pool(src.cpu(), rois.cpu(), 7)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        out = ops.roi_align(x, rois, 7, 1.0, 2)
+        x = torch.zeros_like(src)
+        torch.cuda._sleep(100_000_000)  # tens of milliseconds
+        x.copy_(src)
+        out, pool = ops.roi_align(x, rois, 7, 1.0, 2), ops.roi_pool(x, rois, 7)
     s.synchronize()
-    torch.testing.assert_close(out.cpu(), ops.roi_align(x.cpu(), rois.cpu(), 7, 1.0, 2))
+    torch.testing.assert_close(out.cpu(), expected)
+    assert torch.equal(pool.cpu(), expected_pool)
+    if torch.cuda.device_count() > 1:
+        # inputs on a device other than the current one run there
+        got = ops.roi_align(src.to("cuda:1"), rois.to("cuda:1"), 7, 1.0, 2)
+        torch.testing.assert_close(got.cpu(), expected)
 
 
 @needs_torchvision
