@@ -62,6 +62,14 @@ void check_plane(const char* op, int64_t height, int64_t width) {
               "got H=", height, ", W=", width);
 }
 
+// An uninitialised contiguous output (or gradient) of either op: on CPU from
+// the large-buffer allocator (common/host_alloc.h).
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return options.device().is_cpu()
+             ? empty_cpu_output(sizes, options, at::MemoryFormat::Contiguous)
+             : at::empty(sizes, options);
+}
+
 }  // namespace
 
 void check_forward_args(const char* op, const at::Tensor& input, const at::Tensor& rois,
@@ -141,14 +149,6 @@ namespace kernelzoo {
 
 namespace roi_align_detail {
 
-namespace {
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  return options.device().is_cpu()
-             ? empty_cpu_output(sizes, options, at::MemoryFormat::Contiguous)
-             : at::empty(sizes, options);
-}
-}  // namespace
-
 Forward prepare_forward(const at::Tensor& input, const at::Tensor& rois, const Args& args) {
   roi_detail::check_forward_args("roi_align", input, rois, args.pooled_h, args.pooled_w);
   Forward f;
@@ -156,8 +156,8 @@ Forward prepare_forward(const at::Tensor& input, const at::Tensor& rois, const A
   f.rois = rois;
   f.args = args;
   // As torchvision: a contiguous (K, C, PH, PW) output whatever the input's layout.
-  f.output = empty_output({rois.size(0), input.size(1), args.pooled_h, args.pooled_w},
-                          input.options());
+  f.output = roi_detail::empty_output({rois.size(0), input.size(1), args.pooled_h, args.pooled_w},
+                                      input.options());
   return f;
 }
 
@@ -173,7 +173,7 @@ Backward prepare_backward(const at::Tensor& grad, const at::Tensor& rois, const 
   b.channels = channels;
   b.height = height;
   b.width = width;
-  b.grad_input = empty_output({batch_size, channels, height, width}, grad.options());
+  b.grad_input = roi_detail::empty_output({batch_size, channels, height, width}, grad.options());
   return b;
 }
 
@@ -208,14 +208,6 @@ namespace kernelzoo {
 
 namespace roi_pool_detail {
 
-namespace {
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  return options.device().is_cpu()
-             ? empty_cpu_output(sizes, options, at::MemoryFormat::Contiguous)
-             : at::empty(sizes, options);
-}
-}  // namespace
-
 Forward prepare_forward(const at::Tensor& input, const at::Tensor& rois, const Args& args) {
   roi_detail::check_forward_args("roi_pool", input, rois, args.pooled_h, args.pooled_w);
   Forward f;
@@ -223,8 +215,8 @@ Forward prepare_forward(const at::Tensor& input, const at::Tensor& rois, const A
   f.rois = rois;
   f.args = args;
   const std::vector<int64_t> sizes{rois.size(0), input.size(1), args.pooled_h, args.pooled_w};
-  f.output = empty_output(sizes, input.options());
-  f.argmax = empty_output(sizes, input.options().dtype(at::kInt));
+  f.output = roi_detail::empty_output(sizes, input.options());
+  f.argmax = roi_detail::empty_output(sizes, input.options().dtype(at::kInt));
   return f;
 }
 
@@ -252,7 +244,7 @@ Backward prepare_backward(const at::Tensor& grad, const at::Tensor& rois, const 
   b.channels = channels;
   b.height = height;
   b.width = width;
-  b.grad_input = empty_output({batch_size, channels, height, width}, grad.options());
+  b.grad_input = roi_detail::empty_output({batch_size, channels, height, width}, grad.options());
   return b;
 }
 
