@@ -24,8 +24,7 @@ namespace {
 
 namespace ps = kernelzoo::pixel_shuffle_detail;
 using ps::Direction;
-
-enum class Index { Launcher, Int64 };
+using kernelzoo::Index;
 
 // What the CUDA launcher does (pixel_shuffle_cuda.cu: CudaLauncher), on the harness.
 struct HarnessLauncher {
@@ -50,24 +49,16 @@ struct Emulated {
 };
 
 // The launcher's forward(), with the kernel run by the harness.
-Emulated emulate(const at::Tensor& input, int64_t r, Direction dir, Index index = Index::Launcher,
+Emulated emulate(const at::Tensor& input, int64_t r, Direction dir, Index index = Index::Auto,
             unsigned grid_cap = 0) {
   Emulated run;
   ps::Problem p = ps::prepare(input, r, dir);
   run.output = p.output;
   run.channels_last = p.channels_last;
   if (p.output.numel() == 0) return run;  // as the launcher: no launch
-  const HarnessLauncher launcher{p, grid_cap, &run.index_bytes};
-  if (index == Index::Launcher) {
-    ps::dispatch_kernel(p, launcher);
-  } else {
-    // The int64 path, which the launcher takes only past 2^30 elements, on small
-    // shapes: same parameters builder, same grid.
-    KERNELZOO_DISPATCH_BY_ELEMENT_SIZE(p.elem_size, "pixel_shuffle", [&] {
-      launcher.template launch<elem_t, int64_t>(ps::kernel_params<int64_t>(p),
-                                                ps::grid_blocks(p.dst.numel()), ps::kBlockThreads);
-    });
-  }
+  // Index::Int64 reaches the int64 path, which the launcher takes only past
+  // 2^30 elements, on small shapes.
+  ps::dispatch_kernel(p, HarnessLauncher{p, grid_cap, &run.index_bytes}, index);
   return run;
 }
 
@@ -152,7 +143,7 @@ TEST_P(PixelShuffleEmulation, MatchesCpuKernel) {
         if (layout == Layout::ChannelsLast && sizes.size() != 4) continue;
         const at::Tensor input = make_input(sizes, dtype, layout);
         const at::Tensor want = cpu_reference(input, c.r, dir);
-        for (Index index : {Index::Launcher, Index::Int64}) {
+        for (Index index : {Index::Auto, Index::Int64}) {
           const std::string what = std::string(dir == Direction::Shuffle ? "pixel_shuffle" : "pixel_unshuffle") +
                                    " of " + c10::str(input.sizes()) + " r=" + std::to_string(c.r) +
                                    " " + name(layout) + (index == Index::Int64 ? " int64" : " launcher index");
@@ -186,7 +177,7 @@ TEST(PixelShuffleEmulationGrid, GridStrideLoop) {
       const at::Tensor input = make_input(sizes, at::kFloat, layout);
       const at::Tensor want = cpu_reference(input, c.r, dir);
       for (unsigned cap : {1u, 2u, 4u}) {
-        for (Index index : {Index::Launcher, Index::Int64}) {
+        for (Index index : {Index::Auto, Index::Int64}) {
           const Emulated run = emulate(input, c.r, dir, index, cap);
           expect_same(run.output, want,
                       std::string(name(layout)) + " grid " + std::to_string(cap) +

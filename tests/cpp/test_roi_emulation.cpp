@@ -32,7 +32,7 @@
 
 #include "ops/roi/roi_align.h"
 #include "ops/roi/roi_align_host.h"
-#include "ops/roi/roi_launch_common.h"
+#include "common/index_width.h"
 #include "ops/roi/roi_pool.h"
 #include "ops/roi/roi_pool_host.h"
 // The harness, then the kernel bodies (through the launch headers): device code.
@@ -44,7 +44,7 @@ namespace {
 
 namespace ra = kernelzoo::roi_align_detail;
 namespace rp = kernelzoo::roi_pool_detail;
-using kernelzoo::roi_detail::Index;
+using kernelzoo::Index;
 
 // What the CUDA launchers' functor does (roi_cuda_launch.h), on the harness.
 struct HarnessLaunch {

@@ -6,8 +6,6 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <limits>
-
 #include "../../common/cuda_missing.h"
 #include "../../common/host_alloc.h"
 #include "pixel_shuffle_host.h"
@@ -74,21 +72,6 @@ Problem prepare(const at::Tensor& input, int64_t factor, Direction direction) {
   p.lo = Strides4{lo.stride(0), lo.stride(1), lo.stride(2), lo.stride(3)};
   p.hi = Strides4{hi.stride(0), hi.stride(1), hi.stride(2), hi.stride(3)};
   return p;
-}
-
-namespace {
-// Largest element offset reachable in a tensor (non-negative strides).
-int64_t max_offset(const at::Tensor& t) {
-  int64_t off = 0;
-  for (int64_t d = 0; d < t.dim(); ++d) off += (t.size(d) - 1) * t.stride(d);
-  return off;
-}
-}  // namespace
-
-bool fits_int32_index(const Problem& p) {
-  // The 32-bit path also needs the grid-stride increment to stay in range.
-  const int64_t limit = std::numeric_limits<int32_t>::max() / 2;
-  return p.dst.numel() < limit && max_offset(p.src) < limit;
 }
 
 }  // namespace pixel_shuffle_detail

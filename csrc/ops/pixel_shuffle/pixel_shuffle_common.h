@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "../../common/launch.h"
 #include "../../common/macros.h"
 
 namespace kernelzoo {
@@ -66,16 +67,6 @@ struct KernelParams {
   bool shuffle;                 // lo -> hi (else hi -> lo)
   bool channels_last;           // destination memory order is N, H, W, C
 };
-
-constexpr int kBlockThreads = 256;
-
-// Grid for `total` destination elements: one thread each, capped so that very
-// large tensors use the kernel's grid-stride loop.
-inline unsigned grid_blocks(int64_t total) {
-  const int64_t blocks = (total + kBlockThreads - 1) / kBlockThreads;
-  const int64_t cap = int64_t{1} << 20;
-  return static_cast<unsigned>(blocks < cap ? blocks : cap);
-}
 
 }  // namespace pixel_shuffle_detail
 }  // namespace kernelzoo

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "../../common/dispatch.h"
+#include "../../common/index_width.h"
 #include "pixel_shuffle_common.h"
 
 namespace kernelzoo {
@@ -32,10 +33,6 @@ Problem prepare(const at::Tensor& input, int64_t factor, Direction direction);
 // (tests/cpp/test_pixel_shuffle_emulation.cpp), so that the tests run exactly the
 // launch the launcher makes.
 
-// Whether every offset of the problem, and the kernel's grid-stride increment,
-// fit the int32 index path.
-bool fits_int32_index(const Problem& p);
-
 template <typename index_t>
 KernelParams<index_t> kernel_params(const Problem& p) {
   KernelParams<index_t> k;
@@ -55,14 +52,16 @@ KernelParams<index_t> kernel_params(const Problem& p) {
   return k;
 }
 
-// For a non-empty problem: picks the element type (by size) and the index type,
-// builds the parameters and the grid, and calls
+// For a non-empty problem: picks the element type (by size) and the index type
+// (int32 when every offset fits, unless `index` forces int64), builds the
+// parameters and the grid, and calls
 //   launcher.template launch<T, index_t>(params, grid_blocks, kBlockThreads)
 // once. The launcher runs pixel_shuffle_kernel<T, index_t> with them on
 // (T*)p.dst / (const T*)p.src.
 template <typename Launcher>
-void dispatch_kernel(const Problem& p, const Launcher& launcher) {
-  const bool small = fits_int32_index(p);
+void dispatch_kernel(const Problem& p, const Launcher& launcher, Index index = Index::Auto) {
+  // Offsets are formed into the dense destination and the strided source.
+  const bool small = use_int32(index, {p.dst.numel(), extent(p.src)});
   const unsigned grid = grid_blocks(p.dst.numel());
   KERNELZOO_DISPATCH_BY_ELEMENT_SIZE(p.elem_size, "pixel_shuffle", [&] {
     if (small) {

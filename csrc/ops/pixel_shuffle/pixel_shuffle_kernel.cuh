@@ -5,9 +5,9 @@
 // (W fastest for a contiguous output, C fastest for channels_last), so stores
 // are coalesced; each thread gathers its source element through the shared
 // index map. index_t is int32 when every offset fits, int64 otherwise. The
-// parameters, block size and grid are in pixel_shuffle_common.h; the launcher
-// (pixel_shuffle_cuda.cu) and the CPU-harness tests pick them through
-// dispatch_kernel() in pixel_shuffle_host.h.
+// parameters are in pixel_shuffle_common.h, block size and grid in
+// common/launch.h; the launcher (pixel_shuffle_cuda.cu) and the CPU-harness
+// tests pick them through dispatch_kernel() in pixel_shuffle_host.h.
 #pragma once
 
 #include <cstdint>

@@ -48,7 +48,7 @@ KZ_DEVICE KZ_INLINE AlignRoi<acc_t> roi_geometry(const scalar_t* rois, index_t k
 // output[k, c, ph, pw] (contiguous) = average of the bin's bilinear samples of
 // input (strides s0..s3). A roi with an invalid batch index gives zeros.
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(roi_detail::kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     roi_align_forward_kernel(const scalar_t* KZ_RESTRICT input, const scalar_t* KZ_RESTRICT rois,
                              scalar_t* KZ_RESTRICT output, AlignParams<index_t> p) {
   const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(roi_detail::kBlockThreads)
 // Atomic backward: grad (strides s0..s3, shape K, C, PH, PW) scattered into
 // grad_input (contiguous N, C, H, W, accumulation type).
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(roi_detail::kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     roi_align_backward_atomic_kernel(const scalar_t* KZ_RESTRICT grad,
                                      const scalar_t* KZ_RESTRICT rois, acc_t* grad_input,
                                      AlignParams<index_t> p) {
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(roi_detail::kBlockThreads)
 // Deterministic backward, step 1: one thread per roi. wy (K, PH, H) and wx
 // (K, PW, W) must be zero on entry; count (K) and bounds (K) are written.
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(roi_detail::kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     roi_align_backward_weights_kernel(const scalar_t* KZ_RESTRICT rois, acc_t* KZ_RESTRICT wy,
                                       acc_t* KZ_RESTRICT wx, acc_t* KZ_RESTRICT count,
                                       RoiBounds* KZ_RESTRICT bounds, AlignParams<index_t> p) {
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(roi_detail::kBlockThreads)
 // Deterministic backward, step 2: one thread per grad_input element (contiguous
 // N, C, H, W); grad has strides s0..s3.
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(roi_detail::kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     roi_align_backward_gather_kernel(const scalar_t* KZ_RESTRICT grad, const acc_t* KZ_RESTRICT wy,
                                      const acc_t* KZ_RESTRICT wx, const acc_t* KZ_RESTRICT count,
                                      const RoiBounds* KZ_RESTRICT bounds,

@@ -12,14 +12,12 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
+#include "../../common/index_width.h"
 #include "roi_align_host.h"
 #include "roi_align_kernel.cuh"
-#include "roi_launch_common.h"
 
 namespace kernelzoo {
 namespace roi_align_detail {
-
-using roi_detail::Index;
 
 template <typename index_t>
 AlignParams<index_t> make_params(int64_t total, const at::Tensor& t4, const at::Tensor& rois,
@@ -51,15 +49,14 @@ template <typename Launch>
 void launch_forward(const Forward& f, const Launch& launch, Index index = Index::Auto) {
   const int64_t total = f.output.numel();
   if (total == 0) return;
-  const bool small = roi_detail::use_int32(index, {total, roi_detail::extent(f.input),
-                                                   roi_detail::extent(f.rois)});
+  const bool small = use_int32(index, {total, extent(f.input), extent(f.rois)});
   const at::Tensor& in = f.input;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "roi_align", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto go = [&](auto index_tag) {
       using index_t = decltype(index_tag);
-      launch(roi_align_forward_kernel<scalar_t, acc_t, index_t>, roi_detail::grid_blocks(total),
-             roi_detail::kBlockThreads, in.const_data_ptr<scalar_t>(),
+      launch(roi_align_forward_kernel<scalar_t, acc_t, index_t>, grid_blocks(total),
+             kBlockThreads, in.const_data_ptr<scalar_t>(),
              f.rois.const_data_ptr<scalar_t>(), f.output.mutable_data_ptr<scalar_t>(),
              make_params<index_t>(total, in, f.rois, in.size(0), in.size(1), in.size(2),
                                   in.size(3), f.args));
@@ -74,8 +71,8 @@ template <typename Launch>
 void launch_backward_atomic(const Backward& b, const Launch& launch, Index index = Index::Auto) {
   if (b.grad_input.numel() == 0) return;
   const int64_t total = b.grad.numel();
-  const bool small = roi_detail::use_int32(
-      index, {total, b.grad_input.numel(), roi_detail::extent(b.grad), roi_detail::extent(b.rois)});
+  const bool small = use_int32(
+      index, {total, b.grad_input.numel(), extent(b.grad), extent(b.rois)});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad.scalar_type(),
                                   "_roi_align_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -88,7 +85,7 @@ void launch_backward_atomic(const Backward& b, const Launch& launch, Index index
       auto go = [&](auto index_tag) {
         using index_t = decltype(index_tag);
         launch(roi_align_backward_atomic_kernel<scalar_t, acc_t, index_t>,
-               roi_detail::grid_blocks(total), roi_detail::kBlockThreads,
+               grid_blocks(total), kBlockThreads,
                b.grad.const_data_ptr<scalar_t>(), b.rois.const_data_ptr<scalar_t>(),
                accum.mutable_data_ptr<acc_t>(),
                make_params<index_t>(total, b.grad, b.rois, b.batch_size, b.channels, b.height,
@@ -123,18 +120,17 @@ void launch_backward_deterministic(const Backward& b, const Launch& launch,
     static_assert(sizeof(roi_detail::RoiBounds) == 5 * sizeof(int32_t));
     auto* bounds_ptr = reinterpret_cast<roi_detail::RoiBounds*>(bounds.mutable_data_ptr<int32_t>());
     const bool small =
-        roi_detail::use_int32(index, {total, wy.numel(), wx.numel(), roi_detail::extent(b.grad),
-                                      roi_detail::extent(b.rois)});
+        use_int32(index, {total, wy.numel(), wx.numel(), extent(b.grad), extent(b.rois)});
     auto go = [&](auto index_tag) {
       using index_t = decltype(index_tag);
       launch(roi_align_backward_weights_kernel<scalar_t, acc_t, index_t>,
-             roi_detail::grid_blocks(k), roi_detail::kBlockThreads,
+             grid_blocks(k), kBlockThreads,
              b.rois.const_data_ptr<scalar_t>(), wy.mutable_data_ptr<acc_t>(),
              wx.mutable_data_ptr<acc_t>(), count.mutable_data_ptr<acc_t>(), bounds_ptr,
              make_params<index_t>(k, b.grad, b.rois, b.batch_size, b.channels, b.height, b.width,
                                   b.args));
       launch(roi_align_backward_gather_kernel<scalar_t, acc_t, index_t>,
-             roi_detail::grid_blocks(total), roi_detail::kBlockThreads,
+             grid_blocks(total), kBlockThreads,
              b.grad.const_data_ptr<scalar_t>(), wy.const_data_ptr<acc_t>(),
              wx.const_data_ptr<acc_t>(), count.const_data_ptr<acc_t>(),
              static_cast<const roi_detail::RoiBounds*>(bounds_ptr),

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "../../common/launch.h"
 #include "../../common/macros.h"
 
 namespace kernelzoo {
@@ -201,20 +202,6 @@ HOST_DEVICE KZ_INLINE void pool_bin(int start, acc_t bin, int p, int size, int& 
 // Start value of a bin's maximum (torchvision: -FLT_MAX; values not above it,
 // -inf and NaN, are never selected, and an all-such bin keeps argmax -1).
 constexpr float kPoolLowest = -3.40282346638528859811704183484516925e+38f;
-
-// ---------------------------------------------------------------------------
-// CUDA launch configuration shared by the kernels of both ops
-// ---------------------------------------------------------------------------
-
-constexpr int kBlockThreads = 256;
-
-// One thread per element, capped so that very large problems use the kernels'
-// grid-stride loops.
-inline unsigned grid_blocks(int64_t total) {
-  const int64_t blocks = (total + kBlockThreads - 1) / kBlockThreads;
-  const int64_t cap = int64_t{1} << 20;
-  return static_cast<unsigned>(blocks < cap ? (blocks > 0 ? blocks : 1) : cap);
-}
 
 // Per-roi summary written by the first kernel of the deterministic backward
 // passes: the batch index (-1: invalid) and the inclusive pixel bounds that the

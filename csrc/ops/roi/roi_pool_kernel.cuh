@@ -44,7 +44,7 @@ KZ_DEVICE KZ_INLINE PoolRoi<acc_t> roi_geometry(const scalar_t* rois, index_t k,
 // argmax its plane index (y * W + x), -1 when none; 0 / -1 for an empty bin
 // or an invalid batch index.
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(roi_detail::kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     roi_pool_forward_kernel(const scalar_t* KZ_RESTRICT input, const scalar_t* KZ_RESTRICT rois,
                             scalar_t* KZ_RESTRICT output, int32_t* KZ_RESTRICT argmax,
                             PoolParams<index_t> p) {
@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(roi_detail::kBlockThreads)
 // Atomic backward: grad (strides s0..s3) added at argmax into grad_input
 // (contiguous N, C, H, W, accumulation type).
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(roi_detail::kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     roi_pool_backward_atomic_kernel(const scalar_t* KZ_RESTRICT grad,
                                     const scalar_t* KZ_RESTRICT rois,
                                     const int32_t* KZ_RESTRICT argmax, acc_t* grad_input,
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(roi_detail::kBlockThreads)
 // Deterministic backward, step 1: one thread per roi writes its batch index
 // and the inclusive bounds of the union of its non-empty bins.
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(roi_detail::kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     roi_pool_backward_bounds_kernel(const scalar_t* KZ_RESTRICT rois,
                                     RoiBounds* KZ_RESTRICT bounds, PoolParams<index_t> p) {
   const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(roi_detail::kBlockThreads)
 // Deterministic backward, step 2: one thread per grad_input element
 // (contiguous N, C, H, W); grad has strides s0..s3, argmax is contiguous.
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(roi_detail::kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     roi_pool_backward_gather_kernel(const scalar_t* KZ_RESTRICT grad,
                                     const scalar_t* KZ_RESTRICT rois,
                                     const int32_t* KZ_RESTRICT argmax,

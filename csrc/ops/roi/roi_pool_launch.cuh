@@ -6,14 +6,12 @@
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 
-#include "roi_launch_common.h"
+#include "../../common/index_width.h"
 #include "roi_pool_host.h"
 #include "roi_pool_kernel.cuh"
 
 namespace kernelzoo {
 namespace roi_pool_detail {
-
-using roi_detail::Index;
 
 template <typename index_t>
 PoolParams<index_t> make_params(int64_t total, const at::Tensor& t4, const at::Tensor& rois,
@@ -43,15 +41,14 @@ template <typename Launch>
 void launch_forward(const Forward& f, const Launch& launch, Index index = Index::Auto) {
   const int64_t total = f.output.numel();
   if (total == 0) return;
-  const bool small = roi_detail::use_int32(index, {total, roi_detail::extent(f.input),
-                                                   roi_detail::extent(f.rois)});
+  const bool small = use_int32(index, {total, extent(f.input), extent(f.rois)});
   const at::Tensor& in = f.input;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "roi_pool", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto go = [&](auto index_tag) {
       using index_t = decltype(index_tag);
-      launch(roi_pool_forward_kernel<scalar_t, acc_t, index_t>, roi_detail::grid_blocks(total),
-             roi_detail::kBlockThreads, in.const_data_ptr<scalar_t>(),
+      launch(roi_pool_forward_kernel<scalar_t, acc_t, index_t>, grid_blocks(total),
+             kBlockThreads, in.const_data_ptr<scalar_t>(),
              f.rois.const_data_ptr<scalar_t>(), f.output.mutable_data_ptr<scalar_t>(),
              f.argmax.mutable_data_ptr<int32_t>(),
              make_params<index_t>(total, in, f.rois, in.size(0), in.size(1), in.size(2),
@@ -66,8 +63,8 @@ template <typename Launch>
 void launch_backward_atomic(const Backward& b, const Launch& launch, Index index = Index::Auto) {
   if (b.grad_input.numel() == 0) return;
   const int64_t total = b.grad.numel();
-  const bool small = roi_detail::use_int32(
-      index, {total, b.grad_input.numel(), roi_detail::extent(b.grad), roi_detail::extent(b.rois)});
+  const bool small = use_int32(
+      index, {total, b.grad_input.numel(), extent(b.grad), extent(b.rois)});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad.scalar_type(),
                                   "_roi_pool_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -80,7 +77,7 @@ void launch_backward_atomic(const Backward& b, const Launch& launch, Index index
       auto go = [&](auto index_tag) {
         using index_t = decltype(index_tag);
         launch(roi_pool_backward_atomic_kernel<scalar_t, acc_t, index_t>,
-               roi_detail::grid_blocks(total), roi_detail::kBlockThreads,
+               grid_blocks(total), kBlockThreads,
                b.grad.const_data_ptr<scalar_t>(), b.rois.const_data_ptr<scalar_t>(),
                b.argmax.const_data_ptr<int32_t>(), accum.mutable_data_ptr<acc_t>(),
                make_params<index_t>(total, b.grad, b.rois, b.batch_size, b.channels, b.height,
@@ -106,20 +103,20 @@ void launch_backward_deterministic(const Backward& b, const Launch& launch,
   const at::Tensor bounds = at::empty({k, 5}, b.grad.options().dtype(at::kInt));
   static_assert(sizeof(roi_detail::RoiBounds) == 5 * sizeof(int32_t));
   auto* bounds_ptr = reinterpret_cast<roi_detail::RoiBounds*>(bounds.mutable_data_ptr<int32_t>());
-  const bool small = roi_detail::use_int32(
-      index, {total, b.argmax.numel(), roi_detail::extent(b.grad), roi_detail::extent(b.rois)});
+  const bool small = use_int32(
+      index, {total, b.argmax.numel(), extent(b.grad), extent(b.rois)});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad.scalar_type(),
                                   "_roi_pool_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto go = [&](auto index_tag) {
       using index_t = decltype(index_tag);
       launch(roi_pool_backward_bounds_kernel<scalar_t, acc_t, index_t>,
-             roi_detail::grid_blocks(k), roi_detail::kBlockThreads,
+             grid_blocks(k), kBlockThreads,
              b.rois.const_data_ptr<scalar_t>(), bounds_ptr,
              make_params<index_t>(k, b.grad, b.rois, b.batch_size, b.channels, b.height, b.width,
                                   b.args));
       launch(roi_pool_backward_gather_kernel<scalar_t, acc_t, index_t>,
-             roi_detail::grid_blocks(total), roi_detail::kBlockThreads,
+             grid_blocks(total), kBlockThreads,
              b.grad.const_data_ptr<scalar_t>(), b.rois.const_data_ptr<scalar_t>(),
              b.argmax.const_data_ptr<int32_t>(),
              static_cast<const roi_detail::RoiBounds*>(bounds_ptr),

@@ -1,4 +1,5 @@
-// Host helpers shared by roi_align_launch.cuh and roi_pool_launch.cuh.
+// The index type of a CUDA launch: int32 when every offset the kernels form
+// fits, int64 otherwise. Host code, shared by the launchers and their tests.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -8,13 +9,13 @@
 #include <limits>
 
 namespace kernelzoo {
-namespace roi_detail {
 
-// Index width of a launch: Auto picks int32 when every offset fits (the
-// launchers), Int64 forces the 64-bit path (tests reach it on small shapes).
+// Auto picks int32 when every extent fits (the launchers); Int64 forces the
+// 64-bit path (tests reach it on small shapes).
 enum class Index { Auto, Int64 };
 
-// One past the largest element offset reachable in t (non-negative strides).
+// One past the largest element offset reachable in t (non-negative strides);
+// 0 for an empty tensor.
 inline int64_t extent(const at::Tensor& t) {
   int64_t off = 0;
   for (int64_t d = 0; d < t.dim(); ++d) {
@@ -24,8 +25,9 @@ inline int64_t extent(const at::Tensor& t) {
   return off + 1;
 }
 
-// Whether 32-bit indices cover every extent, with room for the kernels'
-// grid-stride increments.
+// Whether 32-bit indices cover every extent (element counts, extent() of the
+// tensors read through strides), with room for the kernels' grid-stride
+// increments (at most 2^28: grid_blocks() * kBlockThreads).
 inline bool use_int32(Index index, std::initializer_list<int64_t> extents) {
   if (index == Index::Int64) return false;
   const int64_t limit = std::numeric_limits<int32_t>::max() / 2;
@@ -35,5 +37,4 @@ inline bool use_int32(Index index, std::initializer_list<int64_t> extents) {
   return true;
 }
 
-}  // namespace roi_detail
 }  // namespace kernelzoo
