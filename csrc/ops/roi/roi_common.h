@@ -203,6 +203,25 @@ HOST_DEVICE KZ_INLINE void pool_bin(int start, acc_t bin, int p, int size, int& 
 // -inf and NaN, are never selected, and an all-such bin keeps argmax -1).
 constexpr float kPoolLowest = -3.40282346638528859811704183484516925e+38f;
 
+// ---------------------------------------------------------------------------
+// CUDA kernel parameters
+// ---------------------------------------------------------------------------
+
+// What every roi kernel of both ops is given (roi_align_common.h adds the
+// sampling grid and alignment); filled by fill_params() in roi_host.h.
+template <typename index_t>
+struct RoiParams {
+  index_t total;     // threads' elements: K*C*PH*PW (forward, atomic backward) or N*C*H*W (gather)
+  index_t num_rois;  // K
+  index_t channels;  // C
+  int height, width, pooled_h, pooled_w;
+  int64_t batch_size;  // N
+  // Element strides: input (forward) or grad (backward) as (N|K, C, H|PH, W|PW).
+  index_t s0, s1, s2, s3;
+  index_t roi_row, roi_col;  // strides of the (K, 5) rois
+  double spatial_scale;
+};
+
 // Per-roi summary written by the first kernel of the deterministic backward
 // passes: the batch index (-1: invalid) and the inclusive pixel bounds that the
 // roi's samples or bins touch (row_lo > row_hi when none).

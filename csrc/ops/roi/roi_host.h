@@ -1,6 +1,7 @@
 // Host-side pieces shared by roi_align and roi_pool: argument checks (the
-// documented errors, mirrored by the fake kernels in pyext/kernelzoo/ops/) and,
-// for the CPU kernels, the grouping of rois by batch index.
+// documented errors, mirrored by the fake kernels in pyext/kernelzoo/ops/), the
+// CUDA kernels' common parameters and, for the CPU kernels, the grouping of
+// rois by batch index.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -8,6 +9,8 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "roi_common.h"
 
 namespace kernelzoo {
 namespace roi_detail {
@@ -25,6 +28,30 @@ void check_forward_args(const char* op, const at::Tensor& input, const at::Tenso
 void check_backward_args(const char* op, const at::Tensor& grad, const at::Tensor& rois,
                          int64_t pooled_h, int64_t pooled_w, int64_t batch_size,
                          int64_t channels, int64_t height, int64_t width);
+
+// The kernel parameters both ops share (the launch headers roi_*_launch.cuh):
+// `total` threads' elements, t4 the 4-d tensor read through its strides (input
+// or grad), the (N, C, H, W) problem and the op's pooled size and scale.
+template <typename index_t>
+void fill_params(RoiParams<index_t>& p, int64_t total, const at::Tensor& t4,
+                 const at::Tensor& rois, int64_t batch_size, int64_t channels, int64_t height,
+                 int64_t width, int64_t pooled_h, int64_t pooled_w, double spatial_scale) {
+  p.total = static_cast<index_t>(total);
+  p.num_rois = static_cast<index_t>(rois.size(0));
+  p.channels = static_cast<index_t>(channels);
+  p.height = static_cast<int>(height);
+  p.width = static_cast<int>(width);
+  p.pooled_h = static_cast<int>(pooled_h);
+  p.pooled_w = static_cast<int>(pooled_w);
+  p.batch_size = batch_size;
+  p.s0 = static_cast<index_t>(t4.stride(0));
+  p.s1 = static_cast<index_t>(t4.stride(1));
+  p.s2 = static_cast<index_t>(t4.stride(2));
+  p.s3 = static_cast<index_t>(t4.stride(3));
+  p.roi_row = static_cast<index_t>(rois.stride(0));
+  p.roi_col = static_cast<index_t>(rois.stride(1));
+  p.spatial_scale = spatial_scale;
+}
 
 // CPU only. The rois grouped by batch index: rois order[begin[n]], ...,
 // order[begin[n+1] - 1] belong to image n, in increasing roi order. Raises the

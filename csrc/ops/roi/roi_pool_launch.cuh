@@ -7,6 +7,7 @@
 #include <ATen/ops/empty.h>
 
 #include "../../common/index_width.h"
+#include "roi_host.h"
 #include "roi_pool_host.h"
 #include "roi_pool_kernel.cuh"
 
@@ -18,21 +19,8 @@ PoolParams<index_t> make_params(int64_t total, const at::Tensor& t4, const at::T
                                 int64_t batch_size, int64_t channels, int64_t height,
                                 int64_t width, const Args& a) {
   PoolParams<index_t> p;
-  p.total = static_cast<index_t>(total);
-  p.num_rois = static_cast<index_t>(rois.size(0));
-  p.channels = static_cast<index_t>(channels);
-  p.height = static_cast<int>(height);
-  p.width = static_cast<int>(width);
-  p.pooled_h = static_cast<int>(a.pooled_h);
-  p.pooled_w = static_cast<int>(a.pooled_w);
-  p.batch_size = batch_size;
-  p.s0 = static_cast<index_t>(t4.stride(0));
-  p.s1 = static_cast<index_t>(t4.stride(1));
-  p.s2 = static_cast<index_t>(t4.stride(2));
-  p.s3 = static_cast<index_t>(t4.stride(3));
-  p.roi_row = static_cast<index_t>(rois.stride(0));
-  p.roi_col = static_cast<index_t>(rois.stride(1));
-  p.spatial_scale = a.spatial_scale;
+  roi_detail::fill_params(p, total, t4, rois, batch_size, channels, height, width, a.pooled_h,
+                          a.pooled_w, a.spatial_scale);
   return p;
 }
 
