@@ -222,6 +222,25 @@ struct RoiParams {
   double spatial_scale;
 };
 
+// Coordinates (n, c, h, w) of element e of a contiguous (N, C, H, W) tensor:
+// the kernels give each thread one element of an output (K, C, PH, PW) or of a
+// gradient (N, C, H, W) in this order.
+template <typename index_t>
+struct Nchw {
+  index_t n, c;
+  int h, w;
+};
+
+template <typename index_t>
+HOST_DEVICE KZ_INLINE Nchw<index_t> unravel_nchw(index_t e, index_t channels, int height,
+                                                 int width) {
+  const int w = static_cast<int>(e % width);
+  index_t t = e / width;
+  const int h = static_cast<int>(t % height);
+  t /= height;
+  return {t / channels, t % channels, h, w};
+}
+
 // Per-roi summary written by the first kernel of the deterministic backward
 // passes: the batch index (-1: invalid) and the inclusive pixel bounds that the
 // roi's samples or bins touch (row_lo > row_hi when none).

@@ -51,12 +51,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
   for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < p.total;
        e += step) {
-    const int pw = static_cast<int>(e % p.pooled_w);
-    index_t t = e / p.pooled_w;
-    const int ph = static_cast<int>(t % p.pooled_h);
-    t /= p.pooled_h;
-    const index_t c = t % p.channels;
-    const index_t k = t / p.channels;
+    const auto [k, c, ph, pw] = roi_detail::unravel_nchw(e, p.channels, p.pooled_h, p.pooled_w);
     int64_t batch;
     const PoolRoi<acc_t> g = roi_geometry<scalar_t, acc_t>(rois, k, p, batch);
     int h0, h1, w0, w1;
@@ -96,12 +91,7 @@ __global__ void __launch_bounds__(kBlockThreads)
        e += step) {
     const int32_t a = argmax[e];
     if (a < 0 || a >= plane_size) continue;
-    const int pw = static_cast<int>(e % p.pooled_w);
-    index_t t = e / p.pooled_w;
-    const int ph = static_cast<int>(t % p.pooled_h);
-    t /= p.pooled_h;
-    const index_t c = t % p.channels;
-    const index_t k = t / p.channels;
+    const auto [k, c, ph, pw] = roi_detail::unravel_nchw(e, p.channels, p.pooled_h, p.pooled_w);
     const int64_t batch =
         roi_detail::batch_index(static_cast<acc_t>(rois[k * p.roi_row]), p.batch_size);
     if (batch < 0) continue;
@@ -153,12 +143,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const index_t bins = static_cast<index_t>(p.pooled_h) * p.pooled_w;
   for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < p.total;
        e += step) {
-    const int x = static_cast<int>(e % p.width);
-    index_t t = e / p.width;
-    const int y = static_cast<int>(t % p.height);
-    t /= p.height;
-    const index_t c = t % p.channels;
-    const index_t n = t / p.channels;
+    const auto [n, c, y, x] = roi_detail::unravel_nchw(e, p.channels, p.height, p.width);
     const int32_t pixel = y * p.width + x;
     acc_t sum = acc_t(0);
     for (index_t k = 0; k < p.num_rois; ++k) {
