@@ -759,6 +759,11 @@ ERRORS = [  # (name, op, args, message)
      "roi_pool: output_size must be positive, but got (0, 3)"),
     ("output size", "roi_align", (X, R, (2, -1)),
      "roi_align: output_size must be positive, but got (2, -1)"),
+    # the kernels hold pooled sizes in int (no boxes: nothing is allocated)
+    ("output size too large", "roi_pool", (X, torch.zeros(0, 5), (2 ** 31, 3)),
+     "roi_pool: output_size must be at most 2^31 - 1, but got (2147483648, 3)"),
+    ("output size too large", "roi_align", (X, torch.zeros(0, 5), (3, 2 ** 32 + 1)),
+     "roi_align: output_size must be at most 2^31 - 1, but got (3, 4294967297)"),
     ("list entry shape", "roi_align", (X, [torch.zeros(2, 4), torch.zeros(1, 5)], 2),
      "roi_align: expected boxes[1] to be a Tensor[L, 4] of (x1, y1, x2, y2), but got a tensor of "
      "shape [1, 5]"),
@@ -789,6 +794,25 @@ def test_error_messages(name, op, args, message, mode):
         return
     with pytest.raises(RuntimeError, match=re.escape(message)):
         fn(x, boxes, size)
+
+
+@pytest.mark.parametrize("mode", ["eager", "meta"])
+def test_sampling_ratio_beyond_int32_is_an_error(mode):
+    # The kernels hold it in int: 2^31 would wrap to a negative, adaptive, ratio.
+    x, r = (X, R) if mode == "eager" else (X.to("meta"), R.to("meta"))
+    with pytest.raises(RuntimeError, match=re.escape(
+            "roi_align: sampling_ratio must be at most 2^31 - 1, but got 2147483648")):
+        ops.roi_align(x, r, 2, 1.0, 2 ** 31)
+    g = torch.zeros(1, 3, 2, 2, device=x.device)
+    with pytest.raises(RuntimeError, match=re.escape(
+            "_roi_align_backward: sampling_ratio must be at most 2^31 - 1, but got 4294967298")):
+        torch.ops.kernelzoo._roi_align_backward(g, r, 1.0, 2, 2, 2, 3, 5, 6, 2 ** 32 + 2, False)
+    if mode == "eager":
+        # any ratio <= 0 is adaptive: -2^32 + 5 must not wrap to 5
+        x = make_input((2, 3, 9, 11), seed=22)
+        rois = make_boxes(2, 14, 9, 11, 1.0, seed=22)
+        assert torch.equal(ops.roi_align(x, rois, 2, 1.0, -2 ** 32 + 5),
+                           ops.roi_align(x, rois, 2, 1.0, -1))
 
 
 def test_device_mismatch_message():

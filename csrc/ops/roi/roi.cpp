@@ -46,7 +46,7 @@ bool supported_dtype(at::ScalarType t) {
   return t == at::kDouble || t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
 }
 
-constexpr int64_t kMaxPlane = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
 
 void check_rois_shape(const char* op, const at::Tensor& rois) {
   TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op,
@@ -54,10 +54,19 @@ void check_rois_shape(const char* op, const at::Tensor& rois) {
               "got a tensor of shape ", rois.sizes());
 }
 
+// The kernels hold pooled sizes in int (roi_align_detail::checked_args does the
+// same for roi_align's sampling ratio).
+void check_output_size(const char* op, int64_t pooled_h, int64_t pooled_w) {
+  TORCH_CHECK(pooled_h > 0 && pooled_w > 0, op, ": output_size must be positive, but got (",
+              pooled_h, ", ", pooled_w, ")");
+  TORCH_CHECK(pooled_h <= kMaxInt && pooled_w <= kMaxInt, op,
+              ": output_size must be at most 2^31 - 1, but got (", pooled_h, ", ", pooled_w, ")");
+}
+
 void check_plane(const char* op, int64_t height, int64_t width) {
   // Pixel indices (and roi_pool's argmax) are int32.
-  TORCH_CHECK(height <= kMaxPlane && width <= kMaxPlane &&
-                  (height == 0 || width <= kMaxPlane / height),
+  TORCH_CHECK(height <= kMaxInt && width <= kMaxInt &&
+                  (height == 0 || width <= kMaxInt / height),
               op, ": feature maps of more than 2^31 - 1 pixels (H * W) are not supported, but "
               "got H=", height, ", W=", width);
 }
@@ -87,8 +96,7 @@ void check_forward_args(const char* op, const at::Tensor& input, const at::Tenso
   TORCH_CHECK(rois.device() == input.device(), op,
               ": input and boxes must be on the same device, but got input on ", input.device(),
               " and boxes on ", rois.device());
-  TORCH_CHECK(pooled_h > 0 && pooled_w > 0, op, ": output_size must be positive, but got (",
-              pooled_h, ", ", pooled_w, ")");
+  check_output_size(op, pooled_h, pooled_w);
   check_plane(op, input.size(2), input.size(3));
 }
 
@@ -98,8 +106,7 @@ void check_backward_args(const char* op, const at::Tensor& grad, const at::Tenso
   TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
               ": batch_size, channels, height and width must be non-negative, but got ",
               batch_size, ", ", channels, ", ", height, ", ", width);
-  TORCH_CHECK(pooled_h > 0 && pooled_w > 0, op, ": output_size must be positive, but got (",
-              pooled_h, ", ", pooled_w, ")");
+  check_output_size(op, pooled_h, pooled_w);
   TORCH_CHECK(supported_dtype(grad.scalar_type()), op,
               ": expected a floating-point grad (float64, float32, float16 or bfloat16), but "
               "got ", dtype_name(grad.scalar_type()));
@@ -149,12 +156,23 @@ namespace kernelzoo {
 
 namespace roi_align_detail {
 
+namespace {
+// The kernels hold the sampling ratio in int: larger ones are rejected, and
+// every ratio <= 0 (adaptive) becomes 0, so that none wraps to a positive int.
+Args checked_args(const char* op, Args args) {
+  TORCH_CHECK(args.sampling_ratio <= std::numeric_limits<int32_t>::max(), op,
+              ": sampling_ratio must be at most 2^31 - 1, but got ", args.sampling_ratio);
+  if (args.sampling_ratio < 0) args.sampling_ratio = 0;
+  return args;
+}
+}  // namespace
+
 Forward prepare_forward(const at::Tensor& input, const at::Tensor& rois, const Args& args) {
   roi_detail::check_forward_args("roi_align", input, rois, args.pooled_h, args.pooled_w);
   Forward f;
   f.input = input;
   f.rois = rois;
-  f.args = args;
+  f.args = checked_args("roi_align", args);
   // As torchvision: a contiguous (K, C, PH, PW) output whatever the input's layout.
   f.output = roi_detail::empty_output({rois.size(0), input.size(1), args.pooled_h, args.pooled_w},
                                       input.options());
@@ -168,7 +186,7 @@ Backward prepare_backward(const at::Tensor& grad, const at::Tensor& rois, const 
   Backward b;
   b.grad = grad;
   b.rois = rois;
-  b.args = args;
+  b.args = checked_args("_roi_align_backward", args);
   b.batch_size = batch_size;
   b.channels = channels;
   b.height = height;

@@ -19,7 +19,8 @@ namespace roi_detail {
 std::string dtype_name(at::ScalarType t);
 
 // Checks of the forward ops, in this order: input rank, input dtype, boxes
-// shape, boxes dtype, device, output size, feature-map size.
+// shape, boxes dtype, device, output size (positive, below 2^31), feature-map
+// size. roi_align then checks its sampling ratio (below 2^31).
 void check_forward_args(const char* op, const at::Tensor& input, const at::Tensor& rois,
                         int64_t pooled_h, int64_t pooled_w);
 

@@ -12,7 +12,7 @@ from torch import Tensor
 BoxesType = Union[Tensor, Sequence[Tensor]]
 
 _DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-_MAX_PLANE = 2 ** 31 - 1
+_MAX_INT = 2 ** 31 - 1
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -55,9 +55,21 @@ def _check_rois_shape(op: str, rois: Tensor) -> None:
 
 
 def _check_plane(op: str, height, width) -> None:
-    torch._check(height * width <= _MAX_PLANE, lambda: (
+    torch._check(height * width <= _MAX_INT, lambda: (
         f"{op}: feature maps of more than 2^31 - 1 pixels (H * W) are not supported, but got "
         f"H={height}, W={width}"))
+
+
+def _check_output_size(op: str, pooled_h, pooled_w) -> None:
+    torch._check(pooled_h > 0 and pooled_w > 0, lambda: (
+        f"{op}: output_size must be positive, but got ({pooled_h}, {pooled_w})"))
+    torch._check(pooled_h <= _MAX_INT and pooled_w <= _MAX_INT, lambda: (
+        f"{op}: output_size must be at most 2^31 - 1, but got ({pooled_h}, {pooled_w})"))
+
+
+def check_sampling_ratio(op: str, sampling_ratio: int) -> None:
+    torch._check(sampling_ratio <= _MAX_INT, lambda: (
+        f"{op}: sampling_ratio must be at most 2^31 - 1, but got {sampling_ratio}"))
 
 
 def check_forward(op: str, input: Tensor, rois: Tensor, pooled_h, pooled_w) -> None:
@@ -74,8 +86,7 @@ def check_forward(op: str, input: Tensor, rois: Tensor, pooled_h, pooled_w) -> N
     torch._check(rois.device == input.device, lambda: (
         f"{op}: input and boxes must be on the same device, but got input on {input.device} and "
         f"boxes on {rois.device}"))
-    torch._check(pooled_h > 0 and pooled_w > 0, lambda: (
-        f"{op}: output_size must be positive, but got ({pooled_h}, {pooled_w})"))
+    _check_output_size(op, pooled_h, pooled_w)
     _check_plane(op, input.shape[2], input.shape[3])
 
 
@@ -84,8 +95,7 @@ def check_backward(op: str, grad: Tensor, rois: Tensor, pooled_h, pooled_w, batc
     torch._check(batch_size >= 0 and channels >= 0 and height >= 0 and width >= 0, lambda: (
         f"{op}: batch_size, channels, height and width must be non-negative, but got "
         f"{batch_size}, {channels}, {height}, {width}"))
-    torch._check(pooled_h > 0 and pooled_w > 0, lambda: (
-        f"{op}: output_size must be positive, but got ({pooled_h}, {pooled_w})"))
+    _check_output_size(op, pooled_h, pooled_w)
     torch._check(grad.dtype in _DTYPES, lambda: (
         f"{op}: expected a floating-point grad (float64, float32, float16 or bfloat16), but got "
         f"{dtype_name(grad.dtype)}"))

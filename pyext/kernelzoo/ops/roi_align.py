@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
-from ._roi import BoxesType, as_rois, check_backward, check_forward
+from ._roi import BoxesType, as_rois, check_backward, check_forward, check_sampling_ratio
 
 __all__ = ["roi_align"]
 
@@ -61,6 +61,7 @@ def roi_align(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                     aligned):
     check_forward("roi_align", input, rois, pooled_height, pooled_width)
+    check_sampling_ratio("roi_align", sampling_ratio)
     return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
 
 
@@ -69,6 +70,7 @@ def _roi_align_backward_fake(grad, rois, spatial_scale, pooled_height, pooled_wi
                              channels, height, width, sampling_ratio, aligned):
     check_backward("_roi_align_backward", grad, rois, pooled_height, pooled_width, batch_size,
                    channels, height, width)
+    check_sampling_ratio("_roi_align_backward", sampling_ratio)
     return grad.new_empty((batch_size, channels, height, width))
 
 
