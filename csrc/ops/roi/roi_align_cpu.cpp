@@ -243,14 +243,7 @@ KZ_CPU_CLONES void backward_block(double* tile, int64_t sy, int64_t sx, const Ro
 
 namespace {
 
-struct Scratch {
-  std::vector<float> tile_f, buf_f;
-  std::vector<double> tile_d, buf_d;
-  std::vector<float>& tile(float) { return tile_f; }
-  std::vector<double>& tile(double) { return tile_d; }
-  std::vector<float>& buf(float) { return buf_f; }
-  std::vector<double>& buf(double) { return buf_d; }
-};
+using roi_detail::Scratch;
 
 template <typename scalar_t>
 void forward_cpu(const Forward& f) {

@@ -104,6 +104,17 @@ Tile<acc_t> build_tile(const scalar_t* input, const Strides4& s, int64_t n, int6
   return {tile, cols * kCB, kCB, row0, col0};
 }
 
+// Buffers a thread reuses from unit to unit (for_each_unit's Scratch): a tile
+// and a second buffer (the bins of one roi, ...), in the accumulation type.
+struct Scratch {
+  std::vector<float> tile_f, buf_f;
+  std::vector<double> tile_d, buf_d;
+  std::vector<float>& tile(float) { return tile_f; }
+  std::vector<double>& tile(double) { return tile_d; }
+  std::vector<float>& buf(float) { return buf_f; }
+  std::vector<double>& buf(double) { return buf_d; }
+};
+
 // Runs f(n, c0, cbn, scratch) for every unit, in parallel when `work` (a rough
 // count of the call's element operations) makes it worth waking the other
 // threads; `scratch` is a Scratch object shared by the units one thread runs

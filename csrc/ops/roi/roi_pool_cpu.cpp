@@ -161,14 +161,8 @@ KZ_CPU_CLONES void forward_block(const roi_detail::Tile<double>& tile, int width
 
 namespace {
 
-struct Scratch {
-  std::vector<float> tile_f, buf_f;
-  std::vector<double> tile_d, buf_d;
-  std::vector<int32_t> arg;
-  std::vector<float>& tile(float) { return tile_f; }
-  std::vector<double>& tile(double) { return tile_d; }
-  std::vector<float>& buf(float) { return buf_f; }
-  std::vector<double>& buf(double) { return buf_d; }
+struct Scratch : roi_detail::Scratch {
+  std::vector<int32_t> arg;  // the bins' argmax, as buf holds their maxima
 };
 
 template <typename scalar_t>
@@ -228,13 +222,6 @@ void forward_cpu(const Forward& f) {
   });
 }
 
-struct BackwardScratch {
-  std::vector<float> f;
-  std::vector<double> d;
-  std::vector<float>& planes(float) { return f; }
-  std::vector<double>& planes(double) { return d; }
-};
-
 template <typename scalar_t>
 void backward_cpu(const Backward& bw) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -252,9 +239,10 @@ void backward_cpu(const Backward& bw) {
   std::atomic<bool> bad_argmax{false};
 
   const int64_t work = bw.grad.numel() + bw.grad_input.numel();
-  roi_detail::for_each_unit<BackwardScratch>(n_img, channels, work, [&](int64_t n, int64_t c0,
-                                                                        int64_t cbn,
-                                                                        BackwardScratch& scratch) {
+  using TileScratch = roi_detail::Scratch;
+  roi_detail::for_each_unit<TileScratch>(n_img, channels, work, [&](int64_t n, int64_t c0,
+                                                                    int64_t cbn,
+                                                                    TileScratch& scratch) {
     scalar_t* o = out + (n * channels + c0) * plane;
     const int64_t first = groups.begin[n], last = groups.begin[n + 1];
     // float32/float64 accumulate in place; float16/bfloat16 in float32 planes.
@@ -262,7 +250,7 @@ void backward_cpu(const Backward& bw) {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
       acc = o;
     } else {
-      auto& buf = scratch.planes(acc_t{});
+      auto& buf = scratch.tile(acc_t{});
       buf.resize(cbn * plane);
       acc = buf.data();
     }
