@@ -334,7 +334,8 @@ def test_cuda_stub_message_in_cpu_only_build():
         pytest.skip("this build has CUDA kernels; the stub only exists in CPU-only builds "
                     "(the C++ suite covers it)")
     keyset = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
-    with pytest.raises(RuntimeError, match="has no CUDA kernels.*FORCE_CUDA=1"):
+    with pytest.raises(RuntimeError, match="has no CUDA kernels.*FORCE_CUDA=1 pip install "
+                                           "--no-build-isolation --force-reinstall --no-deps \\."):
         torch.ops.kernelzoo.pixel_shuffle.default.redispatch(keyset, torch.zeros(1, 4, 2, 2), 2)
 
 

@@ -143,6 +143,9 @@ TEST(PixelShuffle, CudaStubExplainsRebuild) {
                 .typed<at::Tensor(const at::Tensor&, int64_t)>();
   expect_error([&] { op.redispatch(c10::DispatchKeySet(c10::DispatchKey::CUDA), at::zeros({1, 4, 2, 2}), 2); },
                "has no CUDA kernels");
+  // --no-deps: --force-reinstall alone would reinstall torch as well
+  expect_error([&] { op.redispatch(c10::DispatchKeySet(c10::DispatchKey::CUDA), at::zeros({1, 4, 2, 2}), 2); },
+               "FORCE_CUDA=1 pip install --no-build-isolation --force-reinstall --no-deps .");
 }
 
 }  // namespace
