@@ -21,8 +21,13 @@ constexpr size_t kLargeThreshold = size_t{4} << 20;
 
 size_t cache_capacity() {
   const char* env = std::getenv("KERNELZOO_HOST_CACHE_MB");
-  if (env == nullptr || *env == '\0') return size_t{256} << 20;
-  return static_cast<size_t>(std::strtoull(env, nullptr, 10)) << 20;
+  constexpr size_t kDefault = size_t{256} << 20;
+  if (env == nullptr || *env == '\0') return kDefault;
+  // A whole number of MiB; anything else (negative, not a number) keeps the default.
+  char* end = nullptr;
+  const long long mb = std::strtoll(env, &end, 10);
+  if (end == env || *end != '\0' || mb < 0 || mb > (1LL << 30)) return kDefault;
+  return static_cast<size_t>(mb) << 20;
 }
 
 // Freed large buffers, kept (up to a byte budget) for reuse by a later output
