@@ -64,11 +64,7 @@ void launch_backward_atomic(const Backward& b, const Launch& launch, Index index
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad.scalar_type(),
                                   "_roi_align_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    constexpr bool same = std::is_same_v<scalar_t, acc_t>;
-    at::Tensor accum = same ? b.grad_input
-                            : at::empty(b.grad_input.sizes(),
-                                        b.grad.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    accum.zero_();
+    const at::Tensor accum = roi_detail::zeroed_accumulator<scalar_t, acc_t>(b.grad_input);
     if (total > 0) {
       auto go = [&](auto index_tag) {
         using index_t = decltype(index_tag);
@@ -81,7 +77,7 @@ void launch_backward_atomic(const Backward& b, const Launch& launch, Index index
       };
       small ? go(int32_t{}) : go(int64_t{});
     }
-    if (!same) b.grad_input.copy_(accum);
+    roi_detail::finish_accumulator(b.grad_input, accum);
   });
 }
 

@@ -5,8 +5,11 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,22 @@ void check_forward_args(const char* op, const at::Tensor& input, const at::Tenso
 void check_backward_args(const char* op, const at::Tensor& grad, const at::Tensor& rois,
                          int64_t pooled_h, int64_t pooled_w, int64_t batch_size,
                          int64_t channels, int64_t height, int64_t width);
+
+// The zeroed buffer the atomic CUDA backwards add into: grad_input itself when
+// scalar_t is already the accumulation type, else a float32 twin that
+// finish_accumulator() converts into grad_input once at the end.
+template <typename scalar_t, typename acc_t>
+at::Tensor zeroed_accumulator(const at::Tensor& grad_input) {
+  at::Tensor accum = std::is_same_v<scalar_t, acc_t>
+                         ? grad_input
+                         : at::empty(grad_input.sizes(), grad_input.options().dtype(
+                                                             c10::CppTypeToScalarType<acc_t>::value));
+  return accum.zero_();
+}
+
+inline void finish_accumulator(const at::Tensor& grad_input, const at::Tensor& accum) {
+  if (!accum.is_same(grad_input)) grad_input.copy_(accum);
+}
 
 // The kernel parameters both ops share (the launch headers roi_*_launch.cuh):
 // `total` threads' elements, t4 the 4-d tensor read through its strides (input
