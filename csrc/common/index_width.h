@@ -1,5 +1,5 @@
-// The index type of a CUDA launch: int32 when every offset the kernels form
-// fits, int64 otherwise. Host code, shared by the launchers and their tests.
+// Index width of the CUDA kernels: int32 when every offset the kernels form
+// fits, int64 otherwise. Host code, used by the launch plans (<op>_plan.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -10,8 +10,10 @@
 
 namespace kernelzoo {
 
-// Auto picks int32 when every extent fits (the launchers); Int64 forces the
-// 64-bit path (tests reach it on small shapes).
+// Auto picks int32 when every extent fits (production launches); Int64 forces
+// the 64-bit path. The launch functor carries it (CudaLaunch: Auto; the CPU
+// harness adapter of the tests can force Int64 to reach that path on small
+// shapes), so production signatures have no test-only argument.
 enum class Index { Auto, Int64 };
 
 // One past the largest element offset reachable in t (non-negative strides);
@@ -35,6 +37,16 @@ inline bool use_int32(Index index, std::initializer_list<int64_t> extents) {
     if (e >= limit) return false;
   }
   return true;
+}
+
+// Calls f(int32_t{}) or f(int64_t{}): f's argument type is the kernels' index_t.
+template <typename F>
+void dispatch_index_width(Index index, std::initializer_list<int64_t> extents, F&& f) {
+  if (use_int32(index, extents)) {
+    f(int32_t{});
+  } else {
+    f(int64_t{});
+  }
 }
 
 }  // namespace kernelzoo

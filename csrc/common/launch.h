@@ -1,12 +1,13 @@
-// Launch configuration of the CUDA kernels that give each thread one element
-// and walk the rest with a grid-stride loop. Shared by the launchers and the
-// CPU-harness tests; kernel-safe: no tensor or runtime headers.
+// Launch configuration shared by the CUDA launch plans (csrc/ops/<op>/<op>_plan.h)
+// and the CPU-harness tests. Kernel-safe: no tensor or runtime headers.
 #pragma once
 
 #include <cstdint>
 
 namespace kernelzoo {
 
+// Threads per block of the element-wise kernels (one thread per element, the
+// rest walked by grid_stride() in common/grid_stride.cuh).
 constexpr int kBlockThreads = 256;
 
 // Blocks for `total` elements: one thread each, at least one block, capped at

@@ -17,7 +17,4 @@
 #define KZ_INLINE inline
 #endif
 
-// Shorthand used by <op>_common.h: per-element math compiled for both sides.
-#define HOST_DEVICE KZ_HOST_DEVICE
-
 #define KZ_RESTRICT __restrict__

@@ -1,7 +1,7 @@
 // pixel_shuffle / pixel_unshuffle CUDA kernel (pixel_shuffle_kernel.cuh) run on
-// the CPU through the execution harness, with the launcher's own choice of
-// element type, index type, grid and block (dispatch_kernel in
-// pixel_shuffle_host.h), compared with the CPU kernel through the C++ API.
+// the CPU through the execution harness, with the launcher's own launch plan
+// (pixel_shuffle_plan.h: element type, index type, grid and block), compared
+// with the CPU kernel through the C++ API.
 // Per-op ATen headers rather than ATen/ATen.h: half the compile time.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -15,32 +15,19 @@
 #include <vector>
 
 #include "ops/pixel_shuffle/pixel_shuffle.h"
-#include "ops/pixel_shuffle/pixel_shuffle_host.h"
-// The harness, then the kernel body: device code.
-#include "cuda_harness.h"
-#include "ops/pixel_shuffle/pixel_shuffle_kernel.cuh"
+#include "ops/pixel_shuffle/pixel_shuffle_args.h"
+// The harness adapter, then the plan and its kernel body: device code.
+#include "harness_launch.h"
+#include "ops/pixel_shuffle/pixel_shuffle_plan.h"
 
 namespace {
 
 namespace ps = kernelzoo::pixel_shuffle_detail;
 using ps::Direction;
 using kernelzoo::Index;
-
-// What the CUDA launcher does (pixel_shuffle_cuda.cu: CudaLauncher), on the harness.
-struct HarnessLauncher {
-  const ps::Problem& p;
-  unsigned grid_cap = 0;  // > 0: fewer blocks than the launcher's, to reach the grid-stride loop
-  int* index_bytes = nullptr;
-
-  template <typename T, typename index_t>
-  void launch(const ps::KernelParams<index_t>& params, unsigned grid, int block) const {
-    if (index_bytes) *index_bytes = static_cast<int>(sizeof(index_t));
-    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
-    kernelzoo::harness::launch(ps::pixel_shuffle_kernel<T, index_t>, grid, block, 0,
-                               static_cast<T*>(p.dst.mutable_data_ptr()),
-                               static_cast<const T*>(p.src.const_data_ptr()), params);
-  }
-};
+using kernelzoo::harness::HarnessLaunch;
+using kernelzoo::harness::kernel_id;
+using kernelzoo::harness::LaunchRecord;
 
 struct Emulated {
   at::Tensor output;
@@ -50,15 +37,23 @@ struct Emulated {
 
 // The launcher's forward(), with the kernel run by the harness.
 Emulated emulate(const at::Tensor& input, int64_t r, Direction dir, Index index = Index::Auto,
-            unsigned grid_cap = 0) {
+                 unsigned grid_cap = 0) {
   Emulated run;
-  ps::Problem p = ps::prepare(input, r, dir);
+  const ps::Problem p = ps::prepare(input, r, dir);
   run.output = p.output;
   run.channels_last = p.channels_last;
-  if (p.output.numel() == 0) return run;  // as the launcher: no launch
+  std::vector<LaunchRecord> launches;
   // Index::Int64 reaches the int64 path, which the launcher takes only past
   // 2^30 elements, on small shapes.
-  ps::dispatch_kernel(p, HarnessLauncher{p, grid_cap, &run.index_bytes}, index);
+  ps::launch_forward(p, HarnessLaunch{{}, grid_cap, index, &launches});
+  if (launches.empty()) return run;
+  EXPECT_EQ(launches.size(), 1u);
+  // Which instance ran tells the index width.
+  const void* k = launches[0].kernel;
+  KZ_DISPATCH_BY_ELEMENT_SIZE(p.elem_size, "test", [&] {
+    if (k == kernel_id(ps::pixel_shuffle_kernel<elem_t, int32_t>)) run.index_bytes = 4;
+    if (k == kernel_id(ps::pixel_shuffle_kernel<elem_t, int64_t>)) run.index_bytes = 8;
+  });
   return run;
 }
 

@@ -27,8 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "ops/roi/roi_align.h"
-#include "ops/roi/roi_pool.h"
+#include "ops/roi/roi.h"
 
 namespace {
 

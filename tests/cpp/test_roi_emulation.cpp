@@ -1,6 +1,6 @@
-// roi_align / roi_pool CUDA kernels (roi_*_kernel.cuh) run on the CPU through
-// the execution harness, with the launchers' own choices of element and index
-// type, parameters, grid, scratch buffers and kernel order (roi_*_launch.cuh),
+// roi_align / roi_pool CUDA kernels (roi_kernel.cuh) run on the CPU through
+// the execution harness, with the launcher's own choices of element and index
+// type, parameters, grid, scratch buffers and kernel order (roi_plan.h),
 // compared with the CPU kernels through the C++ API: forward, the atomic
 // backward and the deterministic backward.
 #include <ATen/Context.h>
@@ -30,37 +30,30 @@
 #include <string>
 #include <vector>
 
-#include "ops/roi/roi_align.h"
-#include "ops/roi/roi_align_host.h"
 #include "common/index_width.h"
-#include "ops/roi/roi_pool.h"
-#include "ops/roi/roi_pool_host.h"
-// The harness, then the kernel bodies (through the launch headers): device code.
-#include "cuda_harness.h"
-#include "ops/roi/roi_align_launch.cuh"
-#include "ops/roi/roi_pool_launch.cuh"
+#include "ops/roi/roi.h"
+#include "ops/roi/roi_args.h"
+// The harness adapter, then the plan and its kernel bodies: device code.
+#include "harness_launch.h"
+#include "ops/roi/roi_plan.h"
 
 namespace {
 
-namespace ra = kernelzoo::roi_align_detail;
-namespace rp = kernelzoo::roi_pool_detail;
+namespace rd = kernelzoo::roi_detail;
 using kernelzoo::Index;
+using kernelzoo::harness::HarnessLaunch;
+using rd::RoiOp;
 
-// What the CUDA launchers' functor does (roi_cuda_launch.h), on the harness.
-struct HarnessLaunch {
-  unsigned grid_cap = 0;  // > 0: fewer blocks than the launcher's, to reach the grid-stride loops
-  kernelzoo::harness::Schedule schedule = kernelzoo::harness::Schedule::Forward;
+using Path = kernelzoo::BackwardPath;
 
-  template <typename... Params, typename... Args>
-  void operator()(void (*kernel)(Params...), unsigned grid, int block, Args&&... args) const {
-    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
-    kernelzoo::harness::LaunchOptions opt;
-    opt.schedule = schedule;
-    kernelzoo::harness::launch(opt, kernel, grid, block, 0, std::forward<Args>(args)...);
-  }
-};
-
-enum class Path { Atomic, Deterministic };
+HarnessLaunch harness(Index index, unsigned grid_cap,
+                      kernelzoo::harness::Schedule schedule = kernelzoo::harness::Schedule::Forward) {
+  HarnessLaunch launch;
+  launch.options.schedule = schedule;
+  launch.grid_cap = grid_cap;
+  launch.index = index;
+  return launch;
+}
 
 // --- inputs ---------------------------------------------------------------------
 
@@ -139,49 +132,42 @@ void expect_close(const at::Tensor& got, const at::Tensor& want, const std::stri
 
 // --- emulated ops ------------------------------------------------------------------
 
-at::Tensor emulate_align(const at::Tensor& input, const at::Tensor& rois, const ra::Args& a,
+at::Tensor emulate_align(const at::Tensor& input, const at::Tensor& rois, const rd::Args& a,
                          Index index = Index::Auto, unsigned grid_cap = 0) {
-  const ra::Forward f = ra::prepare_forward(input, rois, a);
-  ra::launch_forward(f, HarnessLaunch{grid_cap}, index);
+  const rd::Forward f = rd::prepare_forward(RoiOp::Align, input, rois, a);
+  rd::launch_forward(f, harness(index, grid_cap));
   return f.output;
 }
 
-at::Tensor emulate_align_backward(const at::Tensor& grad, const at::Tensor& rois, const ra::Args& a,
+at::Tensor emulate_align_backward(const at::Tensor& grad, const at::Tensor& rois, const rd::Args& a,
                                   const at::Tensor& input, Path path, Index index = Index::Auto,
                                   unsigned grid_cap = 0) {
-  const ra::Backward b = ra::prepare_backward(grad, rois, a, input.size(0), input.size(1),
-                                              input.size(2), input.size(3));
-  if (path == Path::Atomic) {
-    ra::launch_backward_atomic(b, HarnessLaunch{grid_cap}, index);
-  } else {
-    ra::launch_backward_deterministic(b, HarnessLaunch{grid_cap}, index);
-  }
+  const rd::Backward b = rd::prepare_backward(RoiOp::Align, grad, rois, at::Tensor(), a,
+                                              input.size(0), input.size(1), input.size(2),
+                                              input.size(3));
+  rd::launch_backward(b, harness(index, grid_cap), path);
   return b.grad_input;
 }
 
 std::pair<at::Tensor, at::Tensor> emulate_pool(const at::Tensor& input, const at::Tensor& rois,
-                                               const rp::Args& a, Index index = Index::Auto,
+                                               const rd::Args& a, Index index = Index::Auto,
                                                unsigned grid_cap = 0) {
-  const rp::Forward f = rp::prepare_forward(input, rois, a);
-  rp::launch_forward(f, HarnessLaunch{grid_cap}, index);
+  const rd::Forward f = rd::prepare_forward(RoiOp::Pool, input, rois, a);
+  rd::launch_forward(f, harness(index, grid_cap));
   return {f.output, f.argmax};
 }
 
 at::Tensor emulate_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
-                                 const at::Tensor& argmax, const rp::Args& a,
+                                 const at::Tensor& argmax, const rd::Args& a,
                                  const at::Tensor& input, Path path, Index index = Index::Auto,
                                  unsigned grid_cap = 0) {
-  const rp::Backward b = rp::prepare_backward(grad, rois, argmax, a, input.size(0), input.size(1),
-                                              input.size(2), input.size(3));
-  if (path == Path::Atomic) {
-    rp::launch_backward_atomic(b, HarnessLaunch{grid_cap}, index);
-  } else {
-    rp::launch_backward_deterministic(b, HarnessLaunch{grid_cap}, index);
-  }
+  const rd::Backward b = rd::prepare_backward(RoiOp::Pool, grad, rois, argmax, a, input.size(0),
+                                              input.size(1), input.size(2), input.size(3));
+  rd::launch_backward(b, harness(index, grid_cap), path);
   return b.grad_input;
 }
 
-at::Tensor cpu_align_backward(const at::Tensor& grad, const at::Tensor& rois, const ra::Args& a,
+at::Tensor cpu_align_backward(const at::Tensor& grad, const at::Tensor& rois, const rd::Args& a,
                               const at::Tensor& input) {
   return kernelzoo::roi_align_backward(grad, rois, a.spatial_scale, a.pooled_h, a.pooled_w,
                                        input.size(0), input.size(1), input.size(2), input.size(3),
@@ -189,7 +175,7 @@ at::Tensor cpu_align_backward(const at::Tensor& grad, const at::Tensor& rois, co
 }
 
 at::Tensor cpu_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
-                             const at::Tensor& argmax, const rp::Args& a, const at::Tensor& input) {
+                             const at::Tensor& argmax, const rd::Args& a, const at::Tensor& input) {
   return kernelzoo::roi_pool_backward(grad, rois, argmax, a.spatial_scale, a.pooled_h, a.pooled_w,
                                       input.size(0), input.size(1), input.size(2), input.size(3));
 }
@@ -198,11 +184,11 @@ at::Tensor cpu_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
 
 // (output size, spatial scale, sampling ratio, aligned); with the shapes below
 // no launch is a multiple of the 256-thread block.
-const std::vector<ra::Args> kAlignArgs = {
+const std::vector<rd::Args> kAlignArgs = {
     {0.5, 3, 4, 2, false}, {0.5, 3, 4, 2, true},  {1.0, 2, 3, -1, false}, {1.0, 2, 3, 0, true},
     {0.25, 1, 1, 1, false}, {0.7, 2, 5, 3, true}, {1.0, 5, 2, -1, true},
 };
-const std::vector<rp::Args> kPoolArgs = {{0.5, 3, 4}, {1.0, 2, 3}, {0.25, 1, 1}, {0.7, 2, 5}};
+const std::vector<rd::Args> kPoolArgs = {{0.5, 3, 4}, {1.0, 2, 3}, {0.25, 1, 1}, {0.7, 2, 5}};
 
 class RoiEmulation : public ::testing::TestWithParam<at::ScalarType> {};
 
@@ -215,7 +201,7 @@ TEST_P(RoiEmulation, ForwardMatchesCpuKernels) {
   for (Layout layout : {Layout::Contiguous, Layout::ChannelsLast, Layout::Strided}) {
     const at::Tensor x = make_input(shape, dtype, layout, 1);
     for (size_t i = 0; i < kAlignArgs.size(); ++i) {
-      const ra::Args& a = kAlignArgs[i];
+      const rd::Args& a = kAlignArgs[i];
       const at::Tensor all = make_boxes(2, 13, 9, 11, a.spatial_scale, 10 + i).to(dtype);
       for (const at::Tensor& rois : {all, all.slice(0, 0, 1)}) {
         const at::Tensor want = kernelzoo::roi_align(x, rois, a.spatial_scale, a.pooled_h,
@@ -231,7 +217,7 @@ TEST_P(RoiEmulation, ForwardMatchesCpuKernels) {
       }
     }
     for (size_t i = 0; i < kPoolArgs.size(); ++i) {
-      const rp::Args& a = kPoolArgs[i];
+      const rd::Args& a = kPoolArgs[i];
       const at::Tensor all = make_boxes(2, 13, 9, 11, a.spatial_scale, 20 + i).to(dtype);
       for (const at::Tensor& rois : {all, all.slice(0, 0, 1)}) {
         const auto [out, arg] = kernelzoo::roi_pool(x, rois, a.spatial_scale, a.pooled_h, a.pooled_w);
@@ -253,7 +239,7 @@ TEST_P(RoiEmulation, BackwardMatchesCpuKernels) {
   const std::vector<int64_t> shape{2, 5, 9, 11};
   const at::Tensor x = make_input(shape, dtype, Layout::Contiguous, 2);
   for (size_t i = 0; i < kAlignArgs.size(); ++i) {
-    const ra::Args& a = kAlignArgs[i];
+    const rd::Args& a = kAlignArgs[i];
     const at::Tensor rois = make_boxes(2, 13, 9, 11, a.spatial_scale, 30 + i).to(dtype);
     const at::Tensor grad = make_input({13, 5, a.pooled_h, a.pooled_w}, dtype,
                                        i % 2 ? Layout::Strided : Layout::Contiguous, 40 + i);
@@ -269,7 +255,7 @@ TEST_P(RoiEmulation, BackwardMatchesCpuKernels) {
     }
   }
   for (size_t i = 0; i < kPoolArgs.size(); ++i) {
-    const rp::Args& a = kPoolArgs[i];
+    const rd::Args& a = kPoolArgs[i];
     const at::Tensor rois = make_boxes(2, 13, 9, 11, a.spatial_scale, 50 + i).to(dtype);
     const auto [out, argmax] = kernelzoo::roi_pool(x, rois, a.spatial_scale, a.pooled_h, a.pooled_w);
     const at::Tensor grad = make_input({13, 5, a.pooled_h, a.pooled_w}, dtype,
@@ -294,13 +280,13 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, RoiEmulation,
 // thread schedule; the atomic path agrees with it.
 TEST(RoiEmulationPaths, DeterministicBackwardIsReproducible) {
   const at::Tensor x = make_input({2, 3, 8, 10}, at::kFloat, Layout::Contiguous, 3);
-  const ra::Args a{1.0, 3, 3, -1, true};
+  const rd::Args a{1.0, 3, 3, -1, true};
   const at::Tensor rois = make_boxes(2, 9, 8, 10, 1.0, 70).to(at::kFloat);
   const at::Tensor grad = make_input({9, 3, 3, 3}, at::kFloat, Layout::Contiguous, 71);
   const at::Tensor first = emulate_align_backward(grad, rois, a, x, Path::Deterministic);
   for (auto schedule : {kernelzoo::harness::Schedule::Reverse, kernelzoo::harness::Schedule::Shuffled}) {
-    const ra::Backward b = ra::prepare_backward(grad, rois, a, 2, 3, 8, 10);
-    ra::launch_backward_deterministic(b, HarnessLaunch{0, schedule});
+    const rd::Backward b = rd::prepare_backward(RoiOp::Align, grad, rois, at::Tensor(), a, 2, 3, 8, 10);
+    rd::launch_backward(b, harness(Index::Auto, 0, schedule), Path::Deterministic);
     EXPECT_TRUE(at::equal(b.grad_input, first));
   }
 }
@@ -308,8 +294,8 @@ TEST(RoiEmulationPaths, DeterministicBackwardIsReproducible) {
 // Fewer blocks than the launch asks for: the grid-stride loops cover the rest.
 TEST(RoiEmulationPaths, GridStrideLoops) {
   const at::Tensor x = make_input({2, 5, 9, 11}, at::kFloat, Layout::Contiguous, 4);
-  const ra::Args a{0.5, 3, 4, 2, true};
-  const rp::Args pa{0.5, 3, 4};
+  const rd::Args a{0.5, 3, 4, 2, true};
+  const rd::Args pa{0.5, 3, 4};
   const at::Tensor rois = make_boxes(2, 13, 9, 11, 0.5, 80).to(at::kFloat);
   const at::Tensor grad = make_input({13, 5, 3, 4}, at::kFloat, Layout::Contiguous, 81);
   const at::Tensor want = kernelzoo::roi_align(x, rois, 0.5, 3, 4, 2, true);
@@ -334,8 +320,8 @@ TEST(RoiEmulationPaths, GridStrideLoops) {
 // Zero boxes, no channels, an empty feature map: the launchers launch nothing
 // for empty outputs, and the backward paths give zeros.
 TEST(RoiEmulationPaths, EmptyProblems) {
-  const ra::Args a{1.0, 2, 2, 2, false};
-  const rp::Args pa{1.0, 2, 2};
+  const rd::Args a{1.0, 2, 2, 2, false};
+  const rd::Args pa{1.0, 2, 2};
   // zero boxes
   {
     const at::Tensor x = make_input({2, 3, 5, 6}, at::kFloat, Layout::Contiguous, 5);
@@ -367,7 +353,7 @@ TEST(RoiEmulationPaths, EmptyProblems) {
     const at::Tensor x = at::zeros({2, 3, hw.first, hw.second}, at::kFloat);
     const at::Tensor rois = make_boxes(2, 3, 5, 6, 1.0, 91).to(at::kFloat);
     for (bool aligned : {false, true}) {
-      const ra::Args aa{1.0, 2, 2, -1, aligned};
+      const rd::Args aa{1.0, 2, 2, -1, aligned};
       EXPECT_TRUE(at::equal(emulate_align(x, rois, aa), at::zeros({3, 3, 2, 2})));
     }
     const auto [out, arg] = emulate_pool(x, rois, pa);
@@ -384,8 +370,8 @@ TEST(RoiEmulationPaths, InvalidBatchIndexGivesZeros) {
   const at::Tensor valid = rois.slice(0, 0, 2).clone();
   rois[2][0] = 2.0f;   // == N
   rois[3][0] = -1.0f;
-  const ra::Args a{1.0, 2, 3, 2, true};
-  const rp::Args pa{1.0, 2, 3};
+  const rd::Args a{1.0, 2, 3, 2, true};
+  const rd::Args pa{1.0, 2, 3};
   const at::Tensor out = emulate_align(x, rois, a);
   expect_close(out.slice(0, 0, 2).contiguous(), kernelzoo::roi_align(x, valid, 1.0, 2, 3, 2, true),
                "valid boxes next to invalid ones");
@@ -424,7 +410,7 @@ TEST(RoiEmulationPaths, PoolTiesNanAndInfinities) {
     const at::Tensor rois = at::tensor({0.0, 0.0, 0.0, 6.0, 5.0, 0.0, 1.0, 1.0, 4.0, 4.0}, at::kDouble)
                                 .reshape({2, 5}).to(dtype);
     const auto [out, arg] = kernelzoo::roi_pool(x, rois, 1.0, 3, 2);
-    const auto [got, got_arg] = emulate_pool(x, rois, rp::Args{1.0, 3, 2});
+    const auto [got, got_arg] = emulate_pool(x, rois, rd::Args{1.0, 3, 2});
     EXPECT_TRUE(at::equal(got_arg, arg)) << c10::toString(dtype);
     EXPECT_TRUE(at::equal(at::nan_to_num(got.to(at::kDouble)), at::nan_to_num(out.to(at::kDouble))))
         << c10::toString(dtype);
@@ -439,7 +425,7 @@ TEST(RoiEmulationPaths, PoolTiesNanAndInfinities) {
 TEST(RoiEmulationPaths, LaunchesTheLaunchersGrids) {
   const at::Tensor x = make_input({2, 5, 9, 11}, at::kFloat, Layout::Contiguous, 7);  // 990
   const at::Tensor rois = make_boxes(2, 13, 9, 11, 1.0, 94).to(at::kFloat);
-  const ra::Args a{1.0, 3, 4, 2, false};  // 13 * 5 * 12 = 780 outputs: 4 blocks
+  const rd::Args a{1.0, 3, 4, 2, false};  // 13 * 5 * 12 = 780 outputs: 4 blocks
   auto before = kernelzoo::harness::counters();
   emulate_align(x, rois, a);
   auto after = kernelzoo::harness::counters();

@@ -1,14 +1,14 @@
-// Schemas of pixel_shuffle / pixel_unshuffle, the C++ API, and the argument
-// handling that the CPU and CUDA kernels share.
+// pixel_shuffle / pixel_unshuffle: schemas, argument checks and output
+// allocation shared by the CPU and CUDA entry points (prepare), and the C++ API.
 #include "pixel_shuffle.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "../../common/cuda_missing.h"
 #include "../../common/host_alloc.h"
-#include "pixel_shuffle_host.h"
+#include "../../common/library.h"
+#include "pixel_shuffle_args.h"
 
 namespace kernelzoo {
 
@@ -93,8 +93,8 @@ at::Tensor pixel_unshuffle(const at::Tensor& input, int64_t downscale_factor) {
 }  // namespace kernelzoo
 
 TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
-  m.def("pixel_shuffle(Tensor self, int upscale_factor) -> Tensor");
-  m.def("pixel_unshuffle(Tensor self, int downscale_factor) -> Tensor");
+  kernelzoo::define_ops(m, {
+                               "pixel_shuffle(Tensor self, int upscale_factor) -> Tensor",
+                               "pixel_unshuffle(Tensor self, int downscale_factor) -> Tensor",
+                           });
 }
-
-KERNELZOO_REGISTER_CUDA_MISSING({"pixel_shuffle", "pixel_unshuffle"})

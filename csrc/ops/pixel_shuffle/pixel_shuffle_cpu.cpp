@@ -15,7 +15,8 @@
 #include <vector>
 
 #include "../../common/dispatch.h"
-#include "pixel_shuffle_host.h"
+#include "../../common/macros.h"
+#include "pixel_shuffle_args.h"
 
 namespace kernelzoo {
 namespace pixel_shuffle_detail {
@@ -185,7 +186,7 @@ void run(const Problem& p) {
 at::Tensor forward(const at::Tensor& input, int64_t factor, Direction direction) {
   Problem p = prepare(input, factor, direction);
   if (p.output.numel() == 0) return p.output;
-  KERNELZOO_DISPATCH_BY_ELEMENT_SIZE(p.elem_size, "pixel_shuffle", [&] { run<elem_t>(p); });
+  KZ_DISPATCH_BY_ELEMENT_SIZE(p.elem_size, "pixel_shuffle", [&] { run<elem_t>(p); });
   return p.output;
 }
 

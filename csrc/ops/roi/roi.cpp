@@ -1,26 +1,45 @@
-// roi_align and roi_pool: schemas of the ops and of their backward ops, the
-// C++ API, and the argument handling that the CPU and CUDA kernels share
-// (checks with the documented errors, output allocation, grouping by batch
-// index for the CPU kernels). One translation unit for both ops: torch's
-// library headers are parsed once.
+// roi_align and roi_pool: the schemas of the ops and of their backward ops, the
+// argument checks and output allocation that the CPU and CUDA entry points
+// share (prepare_forward / prepare_backward), the C++ API, and autocast.
+#include "roi.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <limits>
 
-#include "../../common/cuda_missing.h"
+#include "../../common/autocast.h"
 #include "../../common/host_alloc.h"
-#include "roi_align.h"
-#include "roi_align_host.h"
-#include "roi_common.h"
-#include "roi_host.h"
-#include "roi_pool.h"
-#include "roi_pool_host.h"
+#include "../../common/library.h"
+#include "roi_args.h"
+
+TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
+  kernelzoo::define_ops(
+      m, {
+             "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+             "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor",
+             "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, "
+             "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, "
+             "SymInt height, SymInt width, int sampling_ratio, bool aligned) -> Tensor",
+             "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+             "SymInt pooled_width) -> (Tensor, Tensor)",
+             "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, "
+             "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, "
+             "SymInt height, SymInt width) -> Tensor",
+         });
+}
+
+// --- checks and outputs --------------------------------------------------------------
 
 namespace kernelzoo {
 namespace roi_detail {
+
+const char* op_name(RoiOp op) { return op == RoiOp::Align ? "roi_align" : "roi_pool"; }
+
+const char* backward_name(RoiOp op) {
+  return op == RoiOp::Align ? "_roi_align_backward" : "_roi_pool_backward";
+}
 
 std::string dtype_name(at::ScalarType t) {
   switch (t) {
@@ -54,8 +73,7 @@ void check_rois_shape(const char* op, const at::Tensor& rois) {
               "got a tensor of shape ", rois.sizes());
 }
 
-// The kernels hold pooled sizes in int (roi_align_detail::checked_args does the
-// same for roi_align's sampling ratio).
+// The kernels hold pooled sizes and the sampling ratio in int.
 void check_output_size(const char* op, int64_t pooled_h, int64_t pooled_w) {
   TORCH_CHECK(pooled_h > 0 && pooled_w > 0, op, ": output_size must be positive, but got (",
               pooled_h, ", ", pooled_w, ")");
@@ -71,16 +89,19 @@ void check_plane(const char* op, int64_t height, int64_t width) {
               "got H=", height, ", W=", width);
 }
 
-// An uninitialised contiguous output (or gradient) of either op: on CPU from
-// the large-buffer allocator (common/host_alloc.h).
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  return options.device().is_cpu()
-             ? empty_cpu_output(sizes, options, at::MemoryFormat::Contiguous)
-             : at::empty(sizes, options);
+// roi_align's ratio above int is rejected, and every ratio <= 0 (adaptive)
+// becomes 0, so that none wraps to a positive int.
+Args checked_args(RoiOp op, const char* name, Args args) {
+  if (op == RoiOp::Align) {
+    TORCH_CHECK(args.sampling_ratio <= kMaxInt, name,
+                ": sampling_ratio must be at most 2^31 - 1, but got ", args.sampling_ratio);
+    if (args.sampling_ratio < 0) args.sampling_ratio = 0;
+  }
+  return args;
 }
 
-}  // namespace
-
+// Checks of the forward ops, in this order: input rank, input dtype, boxes
+// shape, boxes dtype, device, output size, feature-map size, sampling ratio.
 void check_forward_args(const char* op, const at::Tensor& input, const at::Tensor& rois,
                         int64_t pooled_h, int64_t pooled_w) {
   TORCH_CHECK(input.dim() == 4, op, ": expected input of shape (N, C, H, W), but got a tensor "
@@ -100,6 +121,9 @@ void check_forward_args(const char* op, const at::Tensor& input, const at::Tenso
   check_plane(op, input.size(2), input.size(3));
 }
 
+// Checks of the backward ops, in this order: sizes non-negative, output size,
+// grad dtype, boxes shape, grad shape, boxes dtype, device, feature-map size,
+// sampling ratio; then roi_pool's argmax.
 void check_backward_args(const char* op, const at::Tensor& grad, const at::Tensor& rois,
                          int64_t pooled_h, int64_t pooled_w, int64_t batch_size,
                          int64_t channels, int64_t height, int64_t width) {
@@ -125,86 +149,88 @@ void check_backward_args(const char* op, const at::Tensor& grad, const at::Tenso
   check_plane(op, height, width);
 }
 
-BatchGroups group_by_batch(const char* op, const at::Tensor& rois, int64_t batch_size) {
-  const int64_t k = rois.size(0);
-  BatchGroups g;
-  g.order.resize(k);
-  g.begin.assign(batch_size + 1, 0);
-  if (k == 0) return g;
-  // Column 0 in float64 (exact for every supported dtype).
-  const at::Tensor col = rois.select(1, 0).to(at::kDouble).contiguous();
-  const double* v = col.const_data_ptr<double>();
-  std::vector<int64_t> batch(k);
-  for (int64_t i = 0; i < k; ++i) {
-    const int64_t b = batch_index<double>(v[i], batch_size);
-    TORCH_CHECK(b >= 0, op, ": boxes[", i, ", 0] = ", v[i],
-                " is not a valid batch index for an input with batch size ", batch_size,
-                " (expected 0 <= index < ", batch_size, ")");
-    batch[i] = b;
-    ++g.begin[b + 1];
-  }
-  for (int64_t n = 0; n < batch_size; ++n) g.begin[n + 1] += g.begin[n];
-  std::vector<int64_t> next(g.begin.begin(), g.begin.end() - 1);
-  for (int64_t i = 0; i < k; ++i) g.order[next[batch[i]]++] = i;
-  return g;
+void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& grad) {
+  TORCH_CHECK(argmax.scalar_type() == at::kInt, op,
+              ": expected argmax of dtype int32 (the second output of roi_pool), but got ",
+              dtype_name(argmax.scalar_type()));
+  TORCH_CHECK(argmax.sizes() == grad.sizes(), op,
+              ": expected argmax of the same shape as grad, ", grad.sizes(), ", but got ",
+              argmax.sizes());
+  TORCH_CHECK(argmax.device() == grad.device(), op,
+              ": grad and argmax must be on the same device, but got grad on ", grad.device(),
+              " and argmax on ", argmax.device());
 }
 
-}  // namespace roi_detail
-}  // namespace kernelzoo
-
-namespace kernelzoo {
-
-namespace roi_align_detail {
-
-namespace {
-// The kernels hold the sampling ratio in int: larger ones are rejected, and
-// every ratio <= 0 (adaptive) becomes 0, so that none wraps to a positive int.
-Args checked_args(const char* op, Args args) {
-  TORCH_CHECK(args.sampling_ratio <= std::numeric_limits<int32_t>::max(), op,
-              ": sampling_ratio must be at most 2^31 - 1, but got ", args.sampling_ratio);
-  if (args.sampling_ratio < 0) args.sampling_ratio = 0;
-  return args;
+// An uninitialised contiguous output (or gradient): on CPU from the
+// large-buffer allocator (common/host_alloc.h).
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return options.device().is_cpu()
+             ? empty_cpu_output(sizes, options, at::MemoryFormat::Contiguous)
+             : at::empty(sizes, options);
 }
+
 }  // namespace
 
-Forward prepare_forward(const at::Tensor& input, const at::Tensor& rois, const Args& args) {
-  roi_detail::check_forward_args("roi_align", input, rois, args.pooled_h, args.pooled_w);
-  Forward f;
-  f.input = input;
-  f.rois = rois;
-  f.args = checked_args("roi_align", args);
+Forward prepare_forward(RoiOp op, const at::Tensor& input, const at::Tensor& rois,
+                        const Args& args) {
+  const char* name = op_name(op);
+  check_forward_args(name, input, rois, args.pooled_h, args.pooled_w);
+  Forward f{op, input, rois, {}, {}, checked_args(op, name, args)};
   // As torchvision: a contiguous (K, C, PH, PW) output whatever the input's layout.
-  f.output = roi_detail::empty_output({rois.size(0), input.size(1), args.pooled_h, args.pooled_w},
-                                      input.options());
+  const std::vector<int64_t> sizes{rois.size(0), input.size(1), args.pooled_h, args.pooled_w};
+  f.output = empty_output(sizes, input.options());
+  if (op == RoiOp::Pool) f.argmax = empty_output(sizes, input.options().dtype(at::kInt));
   return f;
 }
 
-Backward prepare_backward(const at::Tensor& grad, const at::Tensor& rois, const Args& args,
-                          int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
-  roi_detail::check_backward_args("_roi_align_backward", grad, rois, args.pooled_h,
-                                  args.pooled_w, batch_size, channels, height, width);
-  Backward b;
-  b.grad = grad;
-  b.rois = rois;
-  b.args = checked_args("_roi_align_backward", args);
-  b.batch_size = batch_size;
-  b.channels = channels;
-  b.height = height;
-  b.width = width;
-  b.grad_input = roi_detail::empty_output({batch_size, channels, height, width}, grad.options());
+Backward prepare_backward(RoiOp op, const at::Tensor& grad, const at::Tensor& rois,
+                          const at::Tensor& argmax, const Args& args, int64_t batch_size,
+                          int64_t channels, int64_t height, int64_t width) {
+  const char* name = backward_name(op);
+  check_backward_args(name, grad, rois, args.pooled_h, args.pooled_w, batch_size, channels,
+                      height, width);
+  Backward b{op, grad, rois, {}, {}, checked_args(op, name, args), batch_size, channels, height,
+             width};
+  if (op == RoiOp::Pool) {
+    check_argmax(name, argmax, grad);
+    b.argmax = argmax.contiguous();
+  }
+  b.grad_input = empty_output({batch_size, channels, height, width}, grad.options());
   return b;
 }
 
-}  // namespace roi_align_detail
+}  // namespace roi_detail
+
+// --- C++ API (and the typed handles that autocast calls too) ----------------------------
+
+namespace {
+
+using RoiAlignSig = at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::SymInt,
+                               c10::SymInt, int64_t, bool);
+using RoiPoolSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
+                                                      c10::SymInt, c10::SymInt);
+
+const c10::TypedOperatorHandle<RoiAlignSig>& roi_align_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("kernelzoo::roi_align", "")
+                             .typed<RoiAlignSig>();
+  return op;
+}
+
+const c10::TypedOperatorHandle<RoiPoolSig>& roi_pool_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("kernelzoo::roi_pool", "")
+                             .typed<RoiPoolSig>();
+  return op;
+}
+
+}  // namespace
 
 at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                      int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                      bool aligned) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("kernelzoo::roi_align", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::SymInt,
-                                         c10::SymInt, int64_t, bool)>();
-  return op.call(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
+  return roi_align_op().call(input, rois, spatial_scale, pooled_height, pooled_width,
+                             sampling_ratio, aligned);
 }
 
 at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
@@ -220,63 +246,10 @@ at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, do
                  height, width, sampling_ratio, aligned);
 }
 
-}  // namespace kernelzoo
-
-namespace kernelzoo {
-
-namespace roi_pool_detail {
-
-Forward prepare_forward(const at::Tensor& input, const at::Tensor& rois, const Args& args) {
-  roi_detail::check_forward_args("roi_pool", input, rois, args.pooled_h, args.pooled_w);
-  Forward f;
-  f.input = input;
-  f.rois = rois;
-  f.args = args;
-  const std::vector<int64_t> sizes{rois.size(0), input.size(1), args.pooled_h, args.pooled_w};
-  f.output = roi_detail::empty_output(sizes, input.options());
-  f.argmax = roi_detail::empty_output(sizes, input.options().dtype(at::kInt));
-  return f;
-}
-
-Backward prepare_backward(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
-                          const Args& args, int64_t batch_size, int64_t channels, int64_t height,
-                          int64_t width) {
-  const char* op = "_roi_pool_backward";
-  roi_detail::check_backward_args(op, grad, rois, args.pooled_h, args.pooled_w, batch_size,
-                                  channels, height, width);
-  TORCH_CHECK(argmax.scalar_type() == at::kInt, op,
-              ": expected argmax of dtype int32 (the second output of roi_pool), but got ",
-              roi_detail::dtype_name(argmax.scalar_type()));
-  TORCH_CHECK(argmax.sizes() == grad.sizes(), op,
-              ": expected argmax of the same shape as grad, ", grad.sizes(), ", but got ",
-              argmax.sizes());
-  TORCH_CHECK(argmax.device() == grad.device(), op,
-              ": grad and argmax must be on the same device, but got grad on ", grad.device(),
-              " and argmax on ", argmax.device());
-  Backward b;
-  b.grad = grad;
-  b.rois = rois;
-  b.argmax = argmax.contiguous();
-  b.args = args;
-  b.batch_size = batch_size;
-  b.channels = channels;
-  b.height = height;
-  b.width = width;
-  b.grad_input = roi_detail::empty_output({batch_size, channels, height, width}, grad.options());
-  return b;
-}
-
-}  // namespace roi_pool_detail
-
 std::tuple<at::Tensor, at::Tensor> roi_pool(const at::Tensor& input, const at::Tensor& rois,
                                             double spatial_scale, int64_t pooled_height,
                                             int64_t pooled_width) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("kernelzoo::roi_pool", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
-                                                    c10::SymInt, c10::SymInt)>();
-  return op.call(input, rois, spatial_scale, pooled_height, pooled_width);
+  return roi_pool_op().call(input, rois, spatial_scale, pooled_height, pooled_width);
 }
 
 at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
@@ -293,52 +266,19 @@ at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
                  channels, height, width);
 }
 
-}  // namespace kernelzoo
+// --- autocast (common/autocast.h): both forward ops run in float32 -----------------------
 
-TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
-  m.def(
-      "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
-      "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
-  m.def(
-      "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
-      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
-      "int sampling_ratio, bool aligned) -> Tensor");
-  m.def(
-      "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
-      "SymInt pooled_width) -> (Tensor, Tensor)");
-  m.def(
-      "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, "
-      "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, "
-      "SymInt height, SymInt width) -> Tensor");
-}
-
-KERNELZOO_REGISTER_CUDA_MISSING({"roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward"})
-
-// --- autocast ----------------------------------------------------------------------
-// As torchvision: under torch.autocast (CUDA or CPU), the forward ops run in
-// float32 (float16/bfloat16 inputs and boxes are cast up, float64 is left
-// alone) and the output is cast back to the input's dtype, so that float16
-// features pool with float32 boxes. Autograd records the casts.
-namespace kernelzoo {
 namespace roi_detail {
 namespace {
-
-at::Tensor autocast_up(const at::Tensor& t) {
-  const auto type = t.scalar_type();
-  return type == at::kHalf || type == at::kBFloat16 ? t.to(at::kFloat) : t;
-}
 
 template <c10::DispatchKey key>
 at::Tensor roi_align_autocast(const at::Tensor& input, const at::Tensor& rois, double scale,
                               c10::SymInt pooled_h, c10::SymInt pooled_w, int64_t sampling_ratio,
                               bool aligned) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("kernelzoo::roi_align", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::SymInt,
-                                         c10::SymInt, int64_t, bool)>();
-  return op.call(autocast_up(input), autocast_up(rois), scale, std::move(pooled_h),
-                 std::move(pooled_w), sampling_ratio, aligned)
+  return roi_align_op()
+      .call(autocast_float32(input), autocast_float32(rois), scale, std::move(pooled_h),
+            std::move(pooled_w), sampling_ratio, aligned)
       .to(input.scalar_type());
 }
 
@@ -347,13 +287,8 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_autocast(const at::Tensor& input,
                                                      const at::Tensor& rois, double scale,
                                                      c10::SymInt pooled_h, c10::SymInt pooled_w) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("kernelzoo::roi_pool", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
-                                                    c10::SymInt, c10::SymInt)>();
-  auto [output, argmax] = op.call(autocast_up(input), autocast_up(rois), scale,
-                                  std::move(pooled_h), std::move(pooled_w));
+  auto [output, argmax] = roi_pool_op().call(autocast_float32(input), autocast_float32(rois),
+                                             scale, std::move(pooled_h), std::move(pooled_w));
   return {output.to(input.scalar_type()), argmax};
 }
 

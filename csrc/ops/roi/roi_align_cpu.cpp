@@ -7,7 +7,7 @@
 //     sum over rows y, columns x of  Wy[ph](y) * Wx[pw](x) * input[y, x]
 // with Wy[ph](y) the summed y weights of bin row ph's samples on row y (divided
 // by the sample count) and Wx likewise. Per roi the taps (row, Wy) of every ph
-// and (column, Wx) of every pw are computed once, from roi_common.h's geometry
+// and (column, Wx) of every pw are computed once, from roi_math.h's geometry
 // (the CUDA kernels' geometry), and reused for every channel; samples that
 // share a row or column are merged, which saves work for small bins and much
 // more for adaptive sampling (a 10x10-sample bin over 10x10 pixels has ~121
@@ -16,32 +16,26 @@
 // Parallelization and determinism: see roi_cpu.h (units = image x channel
 // block, each element owned by one unit, dynamic scheduling). Forward: each
 // roi of the image is pooled from the unit's tile (whole-plane or per-roi,
-// see roi_cpu.h), kCB channels per vector operation. Backward: the unit
+// see roi_cpu.h's forward_units), kCB channels per vector operation. Backward: the unit
 // accumulates into a zeroed whole-plane tile, every roi of the image in
 // increasing order, and writes the tile to its channels of grad_input; a unit
 // with little work (fewer than 8 taps per plane pixel) adds into its grad_input
 // planes directly, one channel at a time, in the same order. Deterministic,
 // whatever the number of threads.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "../../common/cpu_clones.h"
-#include "roi_align.h"
-#include "roi_align_host.h"
-#include "roi_common.h"
+#include "../../common/cpu_vec.h"
+#include "../../common/dispatch.h"
+#include "roi_args.h"
 #include "roi_cpu.h"
-#include "roi_host.h"
+#include "roi_math.h"
 
 namespace kernelzoo {
-namespace roi_align_detail {
-
-using roi_detail::kCB;
+namespace roi_detail {
 
 // The separable taps of one roi.
 template <typename acc_t>
@@ -49,7 +43,7 @@ struct RoiTaps {
   std::vector<int32_t> ybeg, xbeg;  // PH + 1 / PW + 1 offsets into the lists below
   std::vector<int32_t> yidx, xidx;  // rows / columns
   std::vector<acc_t> yw, xw;        // their weights; yw includes 1 / count
-  int64_t taps = 0;                 // (row, column) pairs over all bins: work per channel
+  int64_t work = 0;                 // (row, column) pairs over all bins: taps per channel
   int64_t row0 = 0, row1 = 0, col0 = 0, col1 = 0;  // pixels the taps touch: [row0, row1) x [col0, col1)
 };
 
@@ -66,27 +60,23 @@ void axis_taps(acc_t start, acc_t bin, int grid, int pooled, int size, acc_t div
   idx.clear();
   w.clear();
   for (int p = 0; p < pooled; ++p) {
-    int lo = size, hi = -1;
+    Span span{size, -1};
     for (int i = 0; i < grid; ++i) {
-      roi_detail::Interp<acc_t> it;
-      if (!roi_detail::interp1d(roi_detail::sample_coord(start, bin, p, i, grid), size, it))
-        continue;
-      lo = std::min(lo, it.lo);
-      hi = std::max(hi, it.hi);
+      Interp<acc_t> it;
+      if (align_sample(start, bin, p, i, grid, size, it)) span.include(it.lo, it.hi);
     }
-    if (hi >= lo) {
-      const int span = hi - lo + 1;
-      dense.assign(span, acc_t(0));
-      touched.assign(span, 0);
+    if (span.hi >= span.lo) {
+      const int lo = span.lo, n = span.hi - span.lo + 1;
+      dense.assign(n, acc_t(0));
+      touched.assign(n, 0);
       for (int i = 0; i < grid; ++i) {
-        roi_detail::Interp<acc_t> it;
-        if (!roi_detail::interp1d(roi_detail::sample_coord(start, bin, p, i, grid), size, it))
-          continue;
+        Interp<acc_t> it;
+        if (!align_sample(start, bin, p, i, grid, size, it)) continue;
         dense[it.lo - lo] += it.wlo;
         dense[it.hi - lo] += it.whi;
         touched[it.lo - lo] = touched[it.hi - lo] = 1;
       }
-      for (int r = 0; r < span; ++r) {
+      for (int r = 0; r < n; ++r) {
         if (!touched[r]) continue;
         idx.push_back(lo + r);
         w.push_back(dense[r] / divisor);
@@ -97,20 +87,17 @@ void axis_taps(acc_t start, acc_t bin, int grid, int pooled, int size, acc_t div
 }
 
 template <typename acc_t>
-std::vector<RoiTaps<acc_t>> build_taps(const at::Tensor& rois_acc, const Args& a, int height,
-                                       int width) {
-  const int64_t k = rois_acc.size(0);
+std::vector<RoiTaps<acc_t>> build_taps(const std::vector<RoiBox<acc_t>>& boxes, const Args& a,
+                                       int height, int width) {
+  const int64_t k = static_cast<int64_t>(boxes.size());
   std::vector<RoiTaps<acc_t>> taps(k);
-  const acc_t* r = rois_acc.const_data_ptr<acc_t>();
   const int ph = static_cast<int>(a.pooled_h), pw = static_cast<int>(a.pooled_w);
   at::parallel_for(0, k, 128, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> dense;
     std::vector<char> touched;
     for (int64_t i = begin; i < end; ++i) {
-      const acc_t* b = r + i * 5;
-      const auto g = roi_detail::align_roi<acc_t>(
-          b[1], b[2], b[3], b[4], static_cast<acc_t>(a.spatial_scale), ph, pw,
-          static_cast<int>(a.sampling_ratio), a.aligned);
+      const auto g = align_roi<acc_t>(boxes[i], static_cast<acc_t>(a.spatial_scale), ph, pw,
+                                      static_cast<int>(a.sampling_ratio), a.aligned);
       RoiTaps<acc_t>& t = taps[i];
       // Without x samples there is nothing to take (and vice versa).
       const bool any = g.grid_h > 0 && g.grid_w > 0;
@@ -124,7 +111,7 @@ std::vector<RoiTaps<acc_t>> build_taps(const at::Tensor& rois_acc, const Args& a
           n += int64_t{t.ybeg[y + 1] - t.ybeg[y]} * (t.xbeg[x + 1] - t.xbeg[x]);
         }
       }
-      t.taps = n;
+      t.work = n;
       if (n > 0) {
         t.row0 = *std::min_element(t.yidx.begin(), t.yidx.end());
         t.row1 = *std::max_element(t.yidx.begin(), t.yidx.end()) + 1;
@@ -142,7 +129,7 @@ std::vector<RoiTaps<acc_t>> build_taps(const at::Tensor& rois_acc, const Args& a
 // Multiversioned (KZ_CPU_CLONES), hence outside the anonymous namespace.
 
 template <typename acc_t>
-KZ_ALWAYS_INLINE void forward_block_impl(const roi_detail::Tile<acc_t>& tile,
+KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile,
                                          const RoiTaps<acc_t>& t, int pooled_h, int pooled_w,
                                          acc_t* KZ_RESTRICT out) {
   const acc_t* KZ_RESTRICT src = tile.ptr;
@@ -154,7 +141,7 @@ KZ_ALWAYS_INLINE void forward_block_impl(const roi_detail::Tile<acc_t>& tile,
       const int32_t y0 = yb[ph], y1 = yb[ph + 1], x0 = xb[pw], x1 = xb[pw + 1];
       acc_t* o = out + (ph * pooled_w + pw) * kCB;
 #if defined(KZ_VECTOR_EXTENSIONS)
-      using V = typename roi_detail::Lanes<acc_t>::type;
+      using V = typename ChannelLanes<acc_t>::type;
       V acc = V{};
       for (int32_t a = y0; a < y1; ++a) {
         const acc_t* row = src + (yi[a] - row0) * sy;
@@ -181,11 +168,11 @@ KZ_ALWAYS_INLINE void forward_block_impl(const roi_detail::Tile<acc_t>& tile,
   }
 }
 
-KZ_CPU_CLONES void forward_block(const roi_detail::Tile<float>& tile, const RoiTaps<float>& t,
+KZ_CPU_CLONES void forward_block(const Tile<float>& tile, const RoiTaps<float>& t,
                                  int pooled_h, int pooled_w, float* out) {
   forward_block_impl(tile, t, pooled_h, pooled_w, out);
 }
-KZ_CPU_CLONES void forward_block(const roi_detail::Tile<double>& tile, const RoiTaps<double>& t,
+KZ_CPU_CLONES void forward_block(const Tile<double>& tile, const RoiTaps<double>& t,
                                  int pooled_h, int pooled_w, double* out) {
   forward_block_impl(tile, t, pooled_h, pooled_w, out);
 }
@@ -203,7 +190,7 @@ KZ_ALWAYS_INLINE void backward_block_impl(acc_t* KZ_RESTRICT tile, int64_t sy, i
       const int32_t y0 = yb[ph], y1 = yb[ph + 1], x0 = xb[pw], x1 = xb[pw + 1];
       const acc_t* gb = g + (ph * pooled_w + pw) * kCB;
 #if defined(KZ_VECTOR_EXTENSIONS)
-      using V = typename roi_detail::Lanes<acc_t>::type;
+      using V = typename ChannelLanes<acc_t>::type;
       V gv;
       std::memcpy(&gv, gb, sizeof(V));
       for (int32_t a = y0; a < y1; ++a) {
@@ -243,80 +230,37 @@ KZ_CPU_CLONES void backward_block(double* tile, int64_t sy, int64_t sx, const Ro
 
 namespace {
 
-using roi_detail::Scratch;
-
 template <typename scalar_t>
 void forward_cpu(const Forward& f) {
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = acc_type_t<scalar_t>;
   const at::Tensor& input = f.input;
-  const int64_t n_img = input.size(0), channels = input.size(1);
-  const int64_t height = input.size(2), width = input.size(3);
-  const int ph = static_cast<int>(f.args.pooled_h), pw = static_cast<int>(f.args.pooled_w);
-  const int64_t bins = int64_t{ph} * pw;
-  const roi_detail::BatchGroups groups = roi_detail::group_by_batch("roi_align", f.rois, n_img);
+  const BatchGroups groups = group_by_batch("roi_align", f.rois, input.size(0));
   if (f.output.numel() == 0) return;
-  const at::Tensor rois_acc = f.rois.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
-  const auto taps = build_taps<acc_t>(rois_acc, f.args, static_cast<int>(height),
-                                      static_cast<int>(width));
-  // A unit copies the whole plane block into a tile when its rois cover at
-  // least as many pixels (counted per roi) as the plane has; otherwise each roi
-  // gets a tile of just the pixels it touches (few boxes on a large map). Both
-  // run the same vectorized loop: a box's output never depends on the others.
-  std::vector<int64_t> area(n_img, 0);
-  int64_t work = 0;
-  for (int64_t n = 0; n < n_img; ++n) {
-    for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) {
-      const RoiTaps<acc_t>& t = taps[groups.order[i]];
-      area[n] += (t.row1 - t.row0) * (t.col1 - t.col0);
-      work += t.taps + bins;
-    }
-  }
-  work *= channels;
-  const roi_detail::Strides4 s = roi_detail::strides_of(input);
-  const scalar_t* in = input.const_data_ptr<scalar_t>();
-  scalar_t* out = f.output.mutable_data_ptr<scalar_t>();
-
-  roi_detail::for_each_unit<Scratch>(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn,
-                                                                Scratch& scratch) {
-    const int64_t first = groups.begin[n], last = groups.begin[n + 1];
-    if (first == last) return;
-    auto& tile_buf = scratch.tile(acc_t{});
-    const bool whole = area[n] >= height * width;
-    roi_detail::Tile<acc_t> tile{};
-    if (whole) tile = roi_detail::build_tile(in, s, n, c0, cbn, 0, height, 0, width, tile_buf);
-    auto& buf = scratch.buf(acc_t{});
-    buf.resize(bins * kCB);
-    for (int64_t i = first; i < last; ++i) {
-      const int64_t k = groups.order[i];
-      const RoiTaps<acc_t>& t = taps[k];
-      if (!whole) tile = roi_detail::build_tile(in, s, n, c0, cbn, t.row0, t.row1, t.col0, t.col1, tile_buf);
-      forward_block(tile, t, ph, pw, buf.data());
-      scalar_t* o = out + (k * channels + c0) * bins;
-      for (int64_t j = 0; j < cbn; ++j) {
-        for (int64_t b = 0; b < bins; ++b) o[j * bins + b] = static_cast<scalar_t>(buf[b * kCB + j]);
-      }
-    }
-  });
+  const auto taps = build_taps<acc_t>(load_boxes<acc_t>(f.rois, input.size(0)), f.args,
+                                      static_cast<int>(input.size(2)),
+                                      static_cast<int>(input.size(3)));
+  const int ph = static_cast<int>(f.args.pooled_h), pw = static_cast<int>(f.args.pooled_w);
+  forward_units<scalar_t>(f, groups, taps,
+                          [&](const Tile<acc_t>& tile, const RoiTaps<acc_t>& t, acc_t* out,
+                              int32_t*) { forward_block(tile, t, ph, pw, out); });
 }
 
 template <typename scalar_t>
 void backward_cpu(const Backward& bw) {
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = acc_type_t<scalar_t>;
   const int64_t n_img = bw.batch_size, channels = bw.channels;
   const int64_t height = bw.height, width = bw.width, plane = height * width;
   const int ph = static_cast<int>(bw.args.pooled_h), pw = static_cast<int>(bw.args.pooled_w);
   const int64_t bins = int64_t{ph} * pw;
-  const roi_detail::BatchGroups groups =
-      roi_detail::group_by_batch("_roi_align_backward", bw.rois, n_img);
+  const BatchGroups groups = group_by_batch("_roi_align_backward", bw.rois, n_img);
   if (bw.grad_input.numel() == 0) return;
-  const at::Tensor rois_acc = bw.rois.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
-  const auto taps = build_taps<acc_t>(rois_acc, bw.args, static_cast<int>(height),
-                                      static_cast<int>(width));
-  const roi_detail::Strides4 gs = roi_detail::strides_of(bw.grad);
+  const auto taps = build_taps<acc_t>(load_boxes<acc_t>(bw.rois, n_img), bw.args,
+                                      static_cast<int>(height), static_cast<int>(width));
+  const Strides4 gs = strides_of(bw.grad);
   const scalar_t* grad = bw.grad.const_data_ptr<scalar_t>();
   scalar_t* out = bw.grad_input.mutable_data_ptr<scalar_t>();
   int64_t work = bw.grad_input.numel();
-  for (const RoiTaps<acc_t>& t : taps) work += (t.taps + bins) * channels;
+  for (const RoiTaps<acc_t>& t : taps) work += (t.work + bins) * channels;
   // Taps per channel of each image: a unit whose rois have fewer than 8 taps
   // per plane pixel scatters straight into its grad_input planes, one channel
   // at a time, with scalar adds: zeroing, transposing and writing out a
@@ -326,11 +270,10 @@ void backward_cpu(const Backward& bw) {
   // 33 ms without).
   std::vector<int64_t> image_taps(n_img, 0);
   for (int64_t n = 0; n < n_img; ++n) {
-    for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) image_taps[n] += taps[groups.order[i]].taps;
+    for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) image_taps[n] += taps[groups.order[i]].work;
   }
 
-  roi_detail::for_each_unit<Scratch>(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn,
-                                                                Scratch& scratch) {
+  for_each_unit(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn, Scratch& scratch) {
     scalar_t* o = out + (n * channels + c0) * plane;
     const int64_t first = groups.begin[n], last = groups.begin[n + 1];
     if (first == last) {
@@ -339,15 +282,7 @@ void backward_cpu(const Backward& bw) {
     }
     if (image_taps[n] < 8 * plane) {
       for (int64_t j = 0; j < cbn; ++j) {
-        acc_t* p;
-        if constexpr (std::is_same_v<scalar_t, acc_t>) {
-          p = o + j * plane;
-        } else {  // float16/bfloat16: sum in float32, convert once
-          auto& buf = scratch.tile(acc_t{});
-          buf.resize(plane);
-          p = buf.data();
-        }
-        std::fill(p, p + plane, acc_t(0));
+        acc_t* p = zeroed_sums(o + j * plane, plane, scratch);
         for (int64_t i = first; i < last; ++i) {
           const int64_t k = groups.order[i];
           const RoiTaps<acc_t>& t = taps[k];
@@ -364,10 +299,7 @@ void backward_cpu(const Backward& bw) {
             }
           }
         }
-        if constexpr (!std::is_same_v<scalar_t, acc_t>) {
-          scalar_t* dst = o + j * plane;
-          for (int64_t e = 0; e < plane; ++e) dst[e] = static_cast<scalar_t>(p[e]);
-        }
+        store_sums(o + j * plane, p, plane);
       }
       return;
     }
@@ -398,10 +330,9 @@ void backward_cpu(const Backward& bw) {
 at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                          int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
                          bool aligned) {
-  const Forward f =
-      prepare_forward(input, rois, Args{spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned});
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align",
-                                  [&] { forward_cpu<scalar_t>(f); });
+  const Forward f = prepare_forward(RoiOp::Align, input, rois,
+                                    Args{spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned});
+  KZ_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align", [&] { forward_cpu<scalar_t>(f); });
   return f.output;
 }
 
@@ -409,19 +340,19 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                                   double spatial_scale, int64_t pooled_h, int64_t pooled_w,
                                   int64_t batch_size, int64_t channels, int64_t height,
                                   int64_t width, int64_t sampling_ratio, bool aligned) {
-  const Backward b =
-      prepare_backward(grad, rois, Args{spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned},
-                       batch_size, channels, height, width);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
-                                  "_roi_align_backward", [&] { backward_cpu<scalar_t>(b); });
+  const Backward b = prepare_backward(RoiOp::Align, grad, rois, at::Tensor(),
+                                      Args{spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned},
+                                      batch_size, channels, height, width);
+  KZ_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "_roi_align_backward",
+                             [&] { backward_cpu<scalar_t>(b); });
   return b.grad_input;
 }
 
 }  // namespace
-}  // namespace roi_align_detail
+}  // namespace roi_detail
 }  // namespace kernelzoo
 
 TORCH_LIBRARY_IMPL(kernelzoo, CPU, m) {
-  m.impl("roi_align", &kernelzoo::roi_align_detail::roi_align_cpu);
-  m.impl("_roi_align_backward", &kernelzoo::roi_align_detail::roi_align_backward_cpu);
+  m.impl("roi_align", &kernelzoo::roi_detail::roi_align_cpu);
+  m.impl("_roi_align_backward", &kernelzoo::roi_detail::roi_align_backward_cpu);
 }

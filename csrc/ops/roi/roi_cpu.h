@@ -1,4 +1,5 @@
-// CPU building blocks shared by the roi_align and roi_pool kernels.
+// CPU building blocks shared by the roi_align and roi_pool kernels
+// (roi_align_cpu.cpp, roi_pool_cpu.cpp). Host code.
 //
 // Work is split into units (n, channel block): image n of the batch and kCB
 // consecutive channels. A unit handles every roi of image n for its channels,
@@ -10,50 +11,41 @@
 // image n in pixel-major order, tile[(y * W + x) * kCB + j] = input[n, c0 + j, y, x],
 // in the accumulation type (float16/bfloat16 are converted once, here). One
 // bilinear tap or one window pixel is then a kCB-wide vector operation
-// (kernels marked KZ_CPU_CLONES are compiled for AVX2 and AVX-512 too), and
-// the tile of a 64x64 map (256 KiB) stays in L2 while every roi of the image
-// is pooled from it. Any input layout is copied into tiles, channels_last
-// included: reading a channels_last input in place, 64 bytes out of every
-// C * 4, costs more in cache and TLB misses than the copy (measured: 11 ms
-// against 8 ms for the benchmark's forward).
+// (common/cpu_vec.h), and the tile of a 64x64 map (256 KiB) stays in L2 while
+// every roi of the image is pooled from it. Any input layout is copied into
+// tiles, channels_last included: reading a channels_last input in place, 64
+// bytes out of every C * 4, costs more in cache and TLB misses than the copy
+// (measured: 11 ms against 8 ms for the benchmark's forward).
 //
-// The forward builds one tile of the whole plane block when the unit's rois
-// together cover at least as many pixels; with fewer (a few boxes on a large
-// map) each roi gets a tile of just the pixels it touches. Both run the same
-// vectorized loop, so a box's output never depends on the other boxes.
+// The forward (forward_units) builds one tile of the whole plane block when the
+// unit's rois together cover at least as many pixels; with fewer (a few boxes
+// on a large map) each roi gets a tile of just the pixels it touches. Both run
+// the same vectorized loop, so a box's output never depends on the other boxes.
 #pragma once
 
-#include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#include "../../common/acc_type.h"
+#include "../../common/cpu_vec.h"
+#include "roi_args.h"
+#include "roi_math.h"
 
 namespace kernelzoo {
 namespace roi_detail {
 
 constexpr int64_t kCB = 16;  // channels per block: one cache line of float32
 
-// kCB lanes of the accumulation type and a matching lane mask, as GCC/Clang
-// vector extensions: loops the auto-vectorizer leaves scalar (a select of a
-// maximum and its index across a window) are written with them explicitly.
-// Without the extensions, the kernels fall back to scalar loops.
-#if defined(__GNUC__) || defined(__clang__)
-#define KZ_VECTOR_EXTENSIONS 1
-template <typename T>
-struct Lanes;
-template <>
-struct Lanes<float> {
-  typedef float type __attribute__((vector_size(kCB * sizeof(float))));
-  typedef int32_t mask __attribute__((vector_size(kCB * sizeof(int32_t))));
-};
-template <>
-struct Lanes<double> {
-  typedef double type __attribute__((vector_size(kCB * sizeof(double))));
-  typedef int64_t mask __attribute__((vector_size(kCB * sizeof(int64_t))));
-};
+#if defined(KZ_VECTOR_EXTENSIONS)
+template <typename acc_t>
+using ChannelLanes = Lanes<acc_t, kCB>;
 #endif
 
 struct Strides4 {
@@ -62,6 +54,50 @@ struct Strides4 {
 
 inline Strides4 strides_of(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// The rois grouped by batch index: rois order[begin[n]], ...,
+// order[begin[n+1] - 1] belong to image n, in increasing roi order. Raises the
+// documented error for a batch index outside [0, batch_size).
+struct BatchGroups {
+  std::vector<int64_t> order;  // K roi indices
+  std::vector<int64_t> begin;  // batch_size + 1 offsets into order
+};
+
+inline BatchGroups group_by_batch(const char* op, const at::Tensor& rois, int64_t batch_size) {
+  const int64_t k = rois.size(0);
+  BatchGroups g;
+  g.order.resize(k);
+  g.begin.assign(batch_size + 1, 0);
+  if (k == 0) return g;
+  // Column 0 in float64 (exact for every supported dtype).
+  const at::Tensor col = rois.select(1, 0).to(at::kDouble).contiguous();
+  const double* v = col.const_data_ptr<double>();
+  std::vector<int64_t> batch(k);
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t b = batch_index<double>(v[i], batch_size);
+    TORCH_CHECK(b >= 0, op, ": boxes[", i, ", 0] = ", v[i],
+                " is not a valid batch index for an input with batch size ", batch_size,
+                " (expected 0 <= index < ", batch_size, ")");
+    batch[i] = b;
+    ++g.begin[b + 1];
+  }
+  for (int64_t n = 0; n < batch_size; ++n) g.begin[n + 1] += g.begin[n];
+  std::vector<int64_t> next(g.begin.begin(), g.begin.end() - 1);
+  for (int64_t i = 0; i < k; ++i) g.order[next[batch[i]]++] = i;
+  return g;
+}
+
+// The boxes of a rois tensor in acc_t, one RoiBox per row.
+template <typename acc_t>
+std::vector<RoiBox<acc_t>> load_boxes(const at::Tensor& rois, int64_t batch_size) {
+  const at::Tensor r = rois.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+  const acc_t* p = r.const_data_ptr<acc_t>();
+  std::vector<RoiBox<acc_t>> boxes(rois.size(0));
+  for (int64_t k = 0; k < rois.size(0); ++k) {
+    boxes[k] = load_roi<acc_t>(p, k, int64_t{5}, int64_t{1}, batch_size);
+  }
+  return boxes;
 }
 
 // A pixel-major block of the unit's channels covering rows [row0, row0 + rows)
@@ -104,11 +140,13 @@ Tile<acc_t> build_tile(const scalar_t* input, const Strides4& s, int64_t n, int6
   return {tile, cols * kCB, kCB, row0, col0};
 }
 
-// Buffers a thread reuses from unit to unit (for_each_unit's Scratch): a tile
-// and a second buffer (the bins of one roi, ...), in the accumulation type.
+// Buffers a thread reuses from unit to unit (for_each_unit's scratch): a tile,
+// a second buffer (the bins of one roi, ...) in the accumulation type, and
+// roi_pool's argmax of one roi's bins.
 struct Scratch {
   std::vector<float> tile_f, buf_f;
   std::vector<double> tile_d, buf_d;
+  std::vector<int32_t> arg;
   std::vector<float>& tile(float) { return tile_f; }
   std::vector<double>& tile(double) { return tile_d; }
   std::vector<float>& buf(float) { return buf_f; }
@@ -117,15 +155,14 @@ struct Scratch {
 
 // Runs f(n, c0, cbn, scratch) for every unit, in parallel when `work` (a rough
 // count of the call's element operations) makes it worth waking the other
-// threads; `scratch` is a Scratch object shared by the units one thread runs
-// (buffers to reuse). Units are handed out one at a time from a shared counter
-// (dynamic scheduling): images may have very different numbers of rois, and a
-// thread that loses its core to another process takes fewer units instead of
-// holding the others up at the end. Which thread runs a unit does not change
-// its result.
+// threads; `scratch` is a Scratch shared by the units one thread runs. Units
+// are handed out one at a time from a shared counter (dynamic scheduling):
+// images may have very different numbers of rois, and a thread that loses its
+// core to another process takes fewer units instead of holding the others up
+// at the end. Which thread runs a unit does not change its result.
 constexpr int64_t kParallelWork = int64_t{1} << 16;
 
-template <typename Scratch, typename F>
+template <typename F>
 void for_each_unit(int64_t batch_size, int64_t channels, int64_t work, const F& f) {
   const int64_t blocks = (channels + kCB - 1) / kCB;
   const int64_t units = batch_size * blocks;
@@ -148,6 +185,89 @@ void for_each_unit(int64_t batch_size, int64_t channels, int64_t work, const F& 
       run(u, scratch);
     }
   });
+}
+
+// The forward of both ops. geo[k] is roi k's precomputed geometry, with
+// row0, row1, col0, col1 (the pixels it touches: [row0, row1) x [col0, col1))
+// and work (its operations per channel); block(tile, geo[k], out, arg) pools
+// one roi from a tile for kCB channels into buffers in (bin, channel) order
+// (arg: roi_pool's argmax; roi_align ignores it). Writes f.output and, when
+// defined, f.argmax.
+template <typename scalar_t, typename Geo, typename Block>
+void forward_units(const Forward& f, const BatchGroups& groups, const std::vector<Geo>& geo,
+                   const Block& block) {
+  using acc_t = acc_type_t<scalar_t>;
+  const at::Tensor& input = f.input;
+  const int64_t n_img = input.size(0), channels = input.size(1);
+  const int64_t height = input.size(2), width = input.size(3);
+  const int64_t bins = f.args.pooled_h * f.args.pooled_w;
+  // Whole-plane tiles for a unit whose rois cover at least a plane's pixels
+  // (counted per roi), per-roi tiles otherwise.
+  std::vector<int64_t> area(n_img, 0);
+  int64_t work = 0;
+  for (int64_t n = 0; n < n_img; ++n) {
+    for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) {
+      const Geo& g = geo[groups.order[i]];
+      area[n] += (g.row1 - g.row0) * (g.col1 - g.col0);
+      work += g.work + bins;
+    }
+  }
+  work *= channels;
+  const Strides4 s = strides_of(input);
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out = f.output.mutable_data_ptr<scalar_t>();
+  int32_t* arg = f.argmax.defined() ? f.argmax.mutable_data_ptr<int32_t>() : nullptr;
+
+  for_each_unit(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn, Scratch& scratch) {
+    const int64_t first = groups.begin[n], last = groups.begin[n + 1];
+    if (first == last) return;
+    auto& tile_buf = scratch.tile(acc_t{});
+    const bool whole = area[n] >= height * width;
+    Tile<acc_t> tile{};
+    if (whole) tile = build_tile(in, s, n, c0, cbn, 0, height, 0, width, tile_buf);
+    auto& buf = scratch.buf(acc_t{});
+    buf.resize(bins * kCB);
+    scratch.arg.resize(arg ? bins * kCB : 0);
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t k = groups.order[i];
+      const Geo& g = geo[k];
+      if (!whole) tile = build_tile(in, s, n, c0, cbn, g.row0, g.row1, g.col0, g.col1, tile_buf);
+      block(tile, g, buf.data(), scratch.arg.data());
+      const int64_t row = (k * channels + c0) * bins;
+      for (int64_t j = 0; j < cbn; ++j) {
+        for (int64_t b = 0; b < bins; ++b) out[row + j * bins + b] = static_cast<scalar_t>(buf[b * kCB + j]);
+      }
+      if (!arg) continue;
+      for (int64_t j = 0; j < cbn; ++j) {
+        for (int64_t b = 0; b < bins; ++b) arg[row + j * bins + b] = scratch.arg[b * kCB + j];
+      }
+    }
+  });
+}
+
+// Where a unit sums `count` elements of its gradient: in place in grad_input
+// (`out`) when scalar_t is the accumulation type, else in a float32 scratch
+// buffer that store_sums() converts into `out` once. Zeroed.
+template <typename scalar_t>
+acc_type_t<scalar_t>* zeroed_sums(scalar_t* out, int64_t count, Scratch& scratch) {
+  using acc_t = acc_type_t<scalar_t>;
+  acc_t* sums;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    sums = out;
+  } else {
+    auto& buf = scratch.tile(acc_t{});
+    buf.resize(count);
+    sums = buf.data();
+  }
+  std::fill(sums, sums + count, acc_t(0));
+  return sums;
+}
+
+template <typename scalar_t>
+void store_sums(scalar_t* out, const acc_type_t<scalar_t>* sums, int64_t count) {
+  if constexpr (!std::is_same_v<scalar_t, acc_type_t<scalar_t>>) {
+    for (int64_t e = 0; e < count; ++e) out[e] = static_cast<scalar_t>(sums[e]);
+  }
 }
 
 }  // namespace roi_detail

@@ -1,5 +1,5 @@
-// Index math shared by the CPU and CUDA kernels of pixel_shuffle/pixel_unshuffle.
-// Kernel-safe: no tensor or runtime headers.
+// Plain parameter structs of pixel_shuffle / pixel_unshuffle, shared by the host
+// code and the CUDA kernel. Kernel-safe: no tensor or runtime headers.
 //
 // Both ops are one bijection between a low-resolution tensor `lo` of shape
 // (N, C*r*r, H, W) and a high-resolution tensor `hi` of shape (N, C, H*r, W*r):
@@ -11,9 +11,6 @@
 #pragma once
 
 #include <cstdint>
-
-#include "../../common/launch.h"
-#include "../../common/macros.h"
 
 namespace kernelzoo {
 namespace pixel_shuffle_detail {
@@ -36,25 +33,6 @@ struct ShapeT {
 
 using Strides4 = Strides4T<int64_t>;
 using Shape = ShapeT<int64_t>;
-
-// Offset into `lo` of the element that corresponds to hi[n, c, oh, ow].
-template <typename index_t>
-HOST_DEVICE KZ_INLINE index_t lo_offset_of_hi(const ShapeT<index_t>& s, const Strides4T<index_t>& lo,
-                                              index_t n, index_t c, index_t oh, index_t ow) {
-  const index_t h = oh / s.r, i = oh - h * s.r;
-  const index_t w = ow / s.r, j = ow - w * s.r;
-  return n * lo.n + (c * s.r * s.r + i * s.r + j) * lo.c + h * lo.h + w * lo.w;
-}
-
-// Offset into `hi` of the element that corresponds to lo[n, oc, h, w].
-template <typename index_t>
-HOST_DEVICE KZ_INLINE index_t hi_offset_of_lo(const ShapeT<index_t>& s, const Strides4T<index_t>& hi,
-                                              index_t n, index_t oc, index_t h, index_t w) {
-  const index_t rr = s.r * s.r;
-  const index_t c = oc / rr, ij = oc - c * rr;
-  const index_t i = ij / s.r, j = ij - i * s.r;
-  return n * hi.n + c * hi.c + (h * s.r + i) * hi.h + (w * s.r + j) * hi.w;
-}
 
 // Arguments of the CUDA kernel (pixel_shuffle_kernel.cuh). The destination is
 // dense and walked in its memory order: N, C, H, W or, for channels_last, N, H, W, C.
