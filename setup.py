@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 
@@ -88,15 +89,39 @@ def missing_toolkit_headers(cuda_home):
 
 
 def sources(pattern):
+    """Every csrc file matching pattern. An op may have any number of CUDA
+    translation units (one per template instantiation, as a big kernel has):
+    each is its own ninja job, so MAX_JOBS compiles them in parallel."""
     return sorted(glob.glob(os.path.join("csrc", "**", pattern), recursive=True))
+
+
+def cxx_standard():
+    """The C++ standard, stated once in CMakeLists.txt (KERNELZOO_CXX_STANDARD)."""
+    with open(os.path.join(ROOT, "CMakeLists.txt")) as f:
+        m = re.search(r"set\(KERNELZOO_CXX_STANDARD (\d+)\)", f.read())
+    if not m:
+        raise RuntimeError("CMakeLists.txt does not set KERNELZOO_CXX_STANDARD")
+    return m.group(1)
+
+
+def nvcc_threads(arch_list, jobs):
+    """nvcc --threads compiles a file's GPU targets in parallel: worth it when
+    there are several targets and cores to spare beyond MAX_JOBS jobs."""
+    targets = 0
+    for arch in arch_list.replace(",", ";").replace(" ", ";").split(";"):
+        if arch:
+            targets += 2 if arch.endswith("+PTX") else 1
+    spare = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return min(targets, spare)
 
 
 def make_extension():
     build_cuda, reason = cuda_decision()
     # -fopenmp: at::parallel_for is an inline OpenMP region in ATen's headers
     # (torch is built with AT_PARALLEL_OPENMP); without it, it runs serially.
-    cxx_flags = ["-O3", "-fopenmp", "-fdiagnostics-color=always"]
-    nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+    std = f"-std=c++{cxx_standard()}"
+    cxx_flags = ["-O3", "-fopenmp", "-fdiagnostics-color=always", std]
+    nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo", std]
     define_macros = []
     srcs = sources("*.cpp")
     info = {
@@ -119,6 +144,11 @@ def make_extension():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
         srcs += sources("*.cu")
+        jobs = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
+        threads = nvcc_threads(os.environ.get("TORCH_CUDA_ARCH_LIST") or "", jobs)
+        if threads > 1:
+            nvcc_flags.append(f"--threads={threads}")
+        info["nvcc_threads"] = threads
         define_macros.append(("KERNELZOO_WITH_CUDA", None))
         missing = missing_toolkit_headers(cuda_home)
         if missing:

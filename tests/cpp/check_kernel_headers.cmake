@@ -3,7 +3,9 @@
 #   cmake -DCSRC=<csrc folder> -P check_kernel_headers.cmake
 #
 # Fails when
-#  1. a kernel body header (*_kernel.cuh), or a project header it includes with
+#  1. a header that is kernel-safe by its name (docs/adding-an-op.md: kernel bodies
+#     *_kernel.cuh and every other device header *.cuh, parameter structs
+#     *_params.h, shared math *_math.h), or a project header it includes with
 #     "quotes" (followed transitively), includes a tensor or runtime host header:
 #     ATen/ATen.h, ATen/Tensor.h, ATen/core/Tensor.h, ATen/Functions.h, ATen/ops/*,
 #     ATen/native/*, ATen/cuda/*, torch/* (except the header-only torch/headeronly/*),
@@ -44,7 +46,8 @@ endfunction()
 set(violations "")
 
 # --- 1. includes of kernel headers --------------------------------------------
-file(GLOB_RECURSE kernels LIST_DIRECTORIES false "${CSRC}/*_kernel.cuh")
+file(GLOB_RECURSE kernels LIST_DIRECTORIES false
+     "${CSRC}/*.cuh" "${CSRC}/*_params.h" "${CSRC}/*_math.h")
 list(SORT kernels)
 foreach(kernel IN LISTS kernels)
   rel("${kernel}" kernel_rel)
@@ -76,7 +79,7 @@ foreach(kernel IN LISTS kernels)
           set(via " (through ${file_rel})")
         endif()
         list(APPEND violations
-             "${kernel_rel} includes <${name}>${via}: kernel bodies include no tensor or CUDA runtime host headers")
+             "${kernel_rel} includes <${name}>${via}: kernel-safe headers include no tensor or CUDA runtime host headers")
       elseif(kind STREQUAL "\"" AND EXISTS "${dir}/${name}")
         get_filename_component(next "${dir}/${name}" ABSOLUTE)
         list(APPEND queue "${next}")
@@ -110,4 +113,4 @@ if(violations)
   endforeach()
   message(FATAL_ERROR "${n} violation(s) of DESIGN.md's kernel rules in ${CSRC}")
 endif()
-message(STATUS "kernel rules hold: ${n_kernels} kernel header(s), ${n_sources} source file(s) checked")
+message(STATUS "kernel rules hold: ${n_kernels} kernel-safe header(s), ${n_sources} source file(s) checked")

@@ -9,7 +9,7 @@ execute_process(COMMAND "${CMAKE_COMMAND}" "-DCSRC=${FIXTURES}/good" -P "${CHECK
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the good fixture was rejected:\n${out}${err}")
 endif()
-if(NOT out MATCHES "2 kernel header\\(s\\)")
+if(NOT out MATCHES "3 kernel-safe header\\(s\\)")
   message(FATAL_ERROR "the good fixture's kernel headers were not all found:\n${out}${err}")
 endif()
 
@@ -28,6 +28,7 @@ set(expected
   "ops/runtime/runtime_kernel.cuh includes <cuda.h>:"
   "ops/runtime/runtime_kernel.cuh includes <cuda_runtime_api.h>:"
   "ops/runtime/runtime_kernel.cuh includes <ATen/cuda/CUDAContext.h>:"
+  "ops/named/named_params.h includes <ATen/core/Tensor.h>:"
   "ops/launcher/launcher_cuda.cu defines a __global__ kernel"
   "common/helpers.cuh defines a __global__ kernel"
 )
