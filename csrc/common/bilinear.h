@@ -83,33 +83,35 @@ KZ_HOST_DEVICE KZ_INLINE bool interp1d(acc_t v, int size, Interp<acc_t>& out) {
   return Border::interp(v, size, out);
 }
 
-// One bilinear sample of a plane with element strides (sh, sw):
-// w1*v1 + w2*v2 + w3*v3 + w4*v4 with w = (y weight) * (x weight), in the order
-// torchvision sums them.
-template <typename acc_t, typename scalar_t, typename index_t>
-KZ_HOST_DEVICE KZ_INLINE acc_t bilinear(const scalar_t* plane, index_t sh, index_t sw,
-                                        const Interp<acc_t>& y, const Interp<acc_t>& x) {
-  const index_t r0 = static_cast<index_t>(y.lo) * sh, r1 = static_cast<index_t>(y.hi) * sh;
-  const index_t c0 = static_cast<index_t>(x.lo) * sw, c1 = static_cast<index_t>(x.hi) * sw;
-  const acc_t v1 = static_cast<acc_t>(plane[r0 + c0]);
-  const acc_t v2 = static_cast<acc_t>(plane[r0 + c1]);
-  const acc_t v3 = static_cast<acc_t>(plane[r1 + c0]);
-  const acc_t v4 = static_cast<acc_t>(plane[r1 + c1]);
-  const acc_t w1 = y.wlo * x.wlo, w2 = y.wlo * x.whi, w3 = y.whi * x.wlo, w4 = y.whi * x.whi;
-  return w1 * v1 + w2 * v2 + w3 * v3 + w4 * v4;
-}
-
-// The adjoint of bilinear(): calls add(offset, weight) for the four taps, in
-// the same order, with offsets into a plane of element strides (sh, sw).
+// The taps of a sample: calls add(offset, weight) for each of the four taps of
+// non-zero weight, in torchvision's order (lo/lo, lo/hi, hi/lo, hi/hi), with
+// offsets into a plane of element strides (sh, sw). A backward scatters
+// through it; bilinear() below gathers through it.
 template <typename acc_t, typename index_t, typename Add>
 KZ_HOST_DEVICE KZ_INLINE void bilinear_taps(index_t sh, index_t sw, const Interp<acc_t>& y,
                                             const Interp<acc_t>& x, Add&& add) {
   const index_t r0 = static_cast<index_t>(y.lo) * sh, r1 = static_cast<index_t>(y.hi) * sh;
   const index_t c0 = static_cast<index_t>(x.lo) * sw, c1 = static_cast<index_t>(x.hi) * sw;
-  add(r0 + c0, y.wlo * x.wlo);
-  add(r0 + c1, y.wlo * x.whi);
-  add(r1 + c0, y.whi * x.wlo);
-  add(r1 + c1, y.whi * x.whi);
+  const acc_t w[4] = {y.wlo * x.wlo, y.wlo * x.whi, y.whi * x.wlo, y.whi * x.whi};
+  const index_t off[4] = {r0 + c0, r0 + c1, r1 + c0, r1 + c1};
+  for (int t = 0; t < 4; ++t) {
+    if (w[t] != acc_t(0)) add(off[t], w[t]);
+  }
+}
+
+// One bilinear sample of a plane with element strides (sh, sw): the taps'
+// w * value with w = (y weight) * (x weight), summed in the order torchvision
+// sums them. A tap of weight zero contributes nothing, not 0 * value, so that
+// an inf or NaN pixel next to a sample that does not touch it stays out of the
+// result; for finite values the sum is the same.
+template <typename acc_t, typename scalar_t, typename index_t>
+KZ_HOST_DEVICE KZ_INLINE acc_t bilinear(const scalar_t* plane, index_t sh, index_t sw,
+                                        const Interp<acc_t>& y, const Interp<acc_t>& x) {
+  acc_t sum = acc_t(0);
+  bilinear_taps(sh, sw, y, x, [&](index_t off, acc_t w) {
+    sum += w * static_cast<acc_t>(plane[off]);
+  });
+  return sum;
 }
 
 }  // namespace kernelzoo

@@ -1,6 +1,6 @@
 // The shared pieces of csrc/common that are plain functions: the bilinear
 // sampler under both border rules (against the definitions written out here),
-// its adjoint, the launch configuration and the index-width choice.
+// its taps, the launch configuration and the index-width choice.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -90,22 +90,37 @@ TEST(Bilinear, NanCoordinatesAndEmptyAxesSampleNothing) {
   EXPECT_FALSE(kernelzoo::interp1d<ZeroBorder>(0.0f, 0, it));
 }
 
-// bilinear_taps is the adjoint of bilinear: <bilinear(plane), g> == <plane, taps(g)>.
-TEST(Bilinear, TapsAreTheAdjointOfTheSample) {
+// The taps of a sample carry weights that sum to one on the map (ClampBorder)
+// or to the part of the sample on the map (ZeroBorder), and a tap of weight zero
+// is no tap: an inf pixel beside a sample that does not touch it stays out.
+TEST(Bilinear, TapsOfWeightZeroContributeNothing) {
   std::mt19937 rng(2);
-  std::normal_distribution<double> n01;
   const int h = 5, w = 4;
-  std::vector<double> plane(h * w);
-  for (double& p : plane) p = n01(rng);
   for (double y : coords(h, rng)) {
     for (double x : coords(w, rng)) {
       Interp<double> iy, ix;
-      if (!kernelzoo::interp1d<ZeroBorder>(y, h, iy) || !kernelzoo::interp1d<ZeroBorder>(x, w, ix)) continue;
-      double dot = 0;
-      kernelzoo::bilinear_taps(int64_t{w}, int64_t{1}, iy, ix,
-                               [&](int64_t off, double wt) { dot += wt * plane[off]; });
-      EXPECT_NEAR(dot, kernelzoo::bilinear<double>(plane.data(), int64_t{w}, int64_t{1}, iy, ix), 1e-12);
+      if (!kernelzoo::interp1d<ClampBorder>(y, h, iy) || !kernelzoo::interp1d<ClampBorder>(x, w, ix)) continue;
+      double total = 0;
+      int taps = 0;
+      kernelzoo::bilinear_taps(int64_t{w}, int64_t{1}, iy, ix, [&](int64_t, double wt) {
+        EXPECT_GT(wt, 0.0);
+        total += wt;
+        ++taps;
+      });
+      EXPECT_NEAR(total, 1.0, 1e-12) << y << ", " << x;
+      EXPECT_GE(taps, 1);
     }
+  }
+  // A sample exactly on pixel (1, 2) of a plane with inf everywhere else.
+  std::vector<float> plane(h * w, std::numeric_limits<float>::infinity());
+  plane[1 * w + 2] = 3.5f;
+  for (bool zero_border : {false, true}) {
+    Interp<float> iy, ix;
+    ASSERT_TRUE(zero_border ? kernelzoo::interp1d<ZeroBorder>(1.0f, h, iy)
+                            : kernelzoo::interp1d<ClampBorder>(1.0f, h, iy));
+    ASSERT_TRUE(zero_border ? kernelzoo::interp1d<ZeroBorder>(2.0f, w, ix)
+                            : kernelzoo::interp1d<ClampBorder>(2.0f, w, ix));
+    EXPECT_EQ(kernelzoo::bilinear<float>(plane.data(), int64_t{w}, int64_t{1}, iy, ix), 3.5f);
   }
 }
 

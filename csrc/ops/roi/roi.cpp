@@ -13,6 +13,7 @@
 #include "../../common/host_alloc.h"
 #include "../../common/library.h"
 #include "roi_args.h"
+#include "roi_math.h"
 
 TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
   kernelzoo::define_ops(
@@ -89,12 +90,13 @@ void check_plane(const char* op, int64_t height, int64_t width) {
               "got H=", height, ", W=", width);
 }
 
-// roi_align's ratio above int is rejected, and every ratio <= 0 (adaptive)
-// becomes 0, so that none wraps to a positive int.
+// roi_align's ratio above kMaxSamplingRatio (roi_math.h) is rejected, and
+// every ratio <= 0 (adaptive) becomes 0, so that none wraps to a positive int.
 Args checked_args(RoiOp op, const char* name, Args args) {
   if (op == RoiOp::Align) {
-    TORCH_CHECK(args.sampling_ratio <= kMaxInt, name,
-                ": sampling_ratio must be at most 2^31 - 1, but got ", args.sampling_ratio);
+    TORCH_CHECK(args.sampling_ratio <= kMaxSamplingRatio, name, ": sampling_ratio must be at most ",
+                kMaxSamplingRatio, " (samples per bin and axis; 0 or less: adaptive), but got ",
+                args.sampling_ratio);
     if (args.sampling_ratio < 0) args.sampling_ratio = 0;
   }
   return args;

@@ -22,6 +22,8 @@
 // with little work (fewer than 8 taps per plane pixel) adds into its grad_input
 // planes directly, one channel at a time, in the same order. Deterministic,
 // whatever the number of threads.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -49,35 +51,37 @@ struct RoiTaps {
 
 namespace {
 
-// The merged taps of every bin p < pooled along one axis. Rows touched by a
-// sample with zero weight (a sample exactly on a pixel) are kept, as
-// torchvision multiplies them too (0 * inf is NaN there and here).
+// The merged taps of every bin p < pooled along one axis: each pixel row (or
+// column) the bin's samples touch, with the sum of their weights divided by
+// `divisor`. A row whose summed weight is zero (touched only by samples lying
+// exactly on its neighbour) is no tap: it contributes nothing, inf or NaN
+// included (roi_math.h). Only the samples on the map are visited (sample_range).
 template <typename acc_t>
 void axis_taps(acc_t start, acc_t bin, int grid, int pooled, int size, acc_t divisor,
                std::vector<int32_t>& beg, std::vector<int32_t>& idx, std::vector<acc_t>& w,
-               std::vector<acc_t>& dense, std::vector<char>& touched) {
+               std::vector<acc_t>& dense) {
   beg.assign(1, 0);
   idx.clear();
   w.clear();
   for (int p = 0; p < pooled; ++p) {
+    int first, last;
+    sample_range(start, bin, p, grid, size, first, last);
     Span span{size, -1};
-    for (int i = 0; i < grid; ++i) {
+    for (int i = first; i < last; ++i) {
       Interp<acc_t> it;
       if (align_sample(start, bin, p, i, grid, size, it)) span.include(it.lo, it.hi);
     }
     if (span.hi >= span.lo) {
       const int lo = span.lo, n = span.hi - span.lo + 1;
       dense.assign(n, acc_t(0));
-      touched.assign(n, 0);
-      for (int i = 0; i < grid; ++i) {
+      for (int i = first; i < last; ++i) {
         Interp<acc_t> it;
         if (!align_sample(start, bin, p, i, grid, size, it)) continue;
         dense[it.lo - lo] += it.wlo;
         dense[it.hi - lo] += it.whi;
-        touched[it.lo - lo] = touched[it.hi - lo] = 1;
       }
       for (int r = 0; r < n; ++r) {
-        if (!touched[r]) continue;
+        if (dense[r] == acc_t(0)) continue;
         idx.push_back(lo + r);
         w.push_back(dense[r] / divisor);
       }
@@ -94,7 +98,6 @@ std::vector<RoiTaps<acc_t>> build_taps(const std::vector<RoiBox<acc_t>>& boxes, 
   const int ph = static_cast<int>(a.pooled_h), pw = static_cast<int>(a.pooled_w);
   at::parallel_for(0, k, 128, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> dense;
-    std::vector<char> touched;
     for (int64_t i = begin; i < end; ++i) {
       const auto g = align_roi<acc_t>(boxes[i], static_cast<acc_t>(a.spatial_scale), ph, pw,
                                       static_cast<int>(a.sampling_ratio), a.aligned);
@@ -102,9 +105,9 @@ std::vector<RoiTaps<acc_t>> build_taps(const std::vector<RoiBox<acc_t>>& boxes, 
       // Without x samples there is nothing to take (and vice versa).
       const bool any = g.grid_h > 0 && g.grid_w > 0;
       axis_taps(g.start_h, g.bin_h, any ? g.grid_h : 0, ph, height, g.count, t.ybeg, t.yidx, t.yw,
-                dense, touched);
+                dense);
       axis_taps(g.start_w, g.bin_w, any ? g.grid_w : 0, pw, width, acc_t(1), t.xbeg, t.xidx, t.xw,
-                dense, touched);
+                dense);
       int64_t n = 0;
       for (int y = 0; y < ph; ++y) {
         for (int x = 0; x < pw; ++x) {
@@ -128,26 +131,24 @@ std::vector<RoiTaps<acc_t>> build_taps(const std::vector<RoiBox<acc_t>>& boxes, 
 // --- vectorized inner loops (one channel block, one roi) -----------------------
 // Multiversioned (KZ_CPU_CLONES), hence outside the anonymous namespace.
 
-template <typename acc_t>
-KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile,
-                                         const RoiTaps<acc_t>& t, int pooled_h, int pooled_w,
-                                         acc_t* KZ_RESTRICT out) {
-  const acc_t* KZ_RESTRICT src = tile.ptr;
-  const int64_t sy = tile.sy, sx = tile.sx, row0 = tile.row0, col0 = tile.col0;
+template <typename acc_t, typename Pixels>
+KZ_ALWAYS_INLINE void forward_block_impl(const Pixels& px, const RoiTaps<acc_t>& t, int pooled_h,
+                                         int pooled_w, acc_t* KZ_RESTRICT out) {
   const int32_t *yb = t.ybeg.data(), *yi = t.yidx.data(), *xb = t.xbeg.data(), *xi = t.xidx.data();
   const acc_t *yw = t.yw.data(), *xw = t.xw.data();
   for (int ph = 0; ph < pooled_h; ++ph) {
     for (int pw = 0; pw < pooled_w; ++pw) {
       const int32_t y0 = yb[ph], y1 = yb[ph + 1], x0 = xb[pw], x1 = xb[pw + 1];
       acc_t* o = out + (ph * pooled_w + pw) * kCB;
+      alignas(64) acc_t lanes[kCB];
 #if defined(KZ_VECTOR_EXTENSIONS)
       using V = typename ChannelLanes<acc_t>::type;
       V acc = V{};
       for (int32_t a = y0; a < y1; ++a) {
-        const acc_t* row = src + (yi[a] - row0) * sy;
         for (int32_t b = x0; b < x1; ++b) {
+          px.load(yi[a], xi[b], lanes);
           V v;
-          std::memcpy(&v, row + (xi[b] - col0) * sx, sizeof(V));
+          std::memcpy(&v, lanes, sizeof(V));
           acc += (yw[a] * xw[b]) * v;
         }
       }
@@ -155,11 +156,10 @@ KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile,
 #else
       acc_t acc[kCB] = {};
       for (int32_t a = y0; a < y1; ++a) {
-        const acc_t* row = src + (yi[a] - row0) * sy;
         for (int32_t b = x0; b < x1; ++b) {
           const acc_t w = yw[a] * xw[b];
-          const acc_t* px = row + (xi[b] - col0) * sx;
-          for (int j = 0; j < kCB; ++j) acc[j] += w * px[j];
+          px.load(yi[a], xi[b], lanes);
+          for (int j = 0; j < kCB; ++j) acc[j] += w * lanes[j];
         }
       }
       for (int j = 0; j < kCB; ++j) o[j] = acc[j];
@@ -168,14 +168,19 @@ KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile,
   }
 }
 
-KZ_CPU_CLONES void forward_block(const Tile<float>& tile, const RoiTaps<float>& t,
-                                 int pooled_h, int pooled_w, float* out) {
-  forward_block_impl(tile, t, pooled_h, pooled_w, out);
-}
-KZ_CPU_CLONES void forward_block(const Tile<double>& tile, const RoiTaps<double>& t,
-                                 int pooled_h, int pooled_w, double* out) {
-  forward_block_impl(tile, t, pooled_h, pooled_w, out);
-}
+// One clone set per pixel source and accumulation type.
+#define KZ_ROI_ALIGN_FORWARD_BLOCK(PIXELS, ACC)                                           \
+  KZ_CPU_CLONES void forward_block(const PIXELS& px, const RoiTaps<ACC>& t, int pooled_h, \
+                                   int pooled_w, ACC* out) {                              \
+    forward_block_impl(px, t, pooled_h, pooled_w, out);                                   \
+  }
+KZ_ROI_ALIGN_FORWARD_BLOCK(TilePixels<float>, float)
+KZ_ROI_ALIGN_FORWARD_BLOCK(TilePixels<double>, double)
+KZ_ROI_ALIGN_FORWARD_BLOCK(InputPixels<float>, float)
+KZ_ROI_ALIGN_FORWARD_BLOCK(InputPixels<double>, double)
+KZ_ROI_ALIGN_FORWARD_BLOCK(InputPixels<c10::Half>, float)
+KZ_ROI_ALIGN_FORWARD_BLOCK(InputPixels<c10::BFloat16>, float)
+#undef KZ_ROI_ALIGN_FORWARD_BLOCK
 
 // tile[y, x, :] += Wy * Wx * grad[k, :, ph, pw] over the roi's taps; g is the
 // roi's gradient in (bin, channel) order.
@@ -241,8 +246,9 @@ void forward_cpu(const Forward& f) {
                                       static_cast<int>(input.size(3)));
   const int ph = static_cast<int>(f.args.pooled_h), pw = static_cast<int>(f.args.pooled_w);
   forward_units<scalar_t>(f, groups, taps,
-                          [&](const Tile<acc_t>& tile, const RoiTaps<acc_t>& t, acc_t* out,
-                              int32_t*) { forward_block(tile, t, ph, pw, out); });
+                          [&](const auto& pixels, const RoiTaps<acc_t>& t, acc_t* out, int32_t*) {
+                            forward_block(pixels, t, ph, pw, out);
+                          });
 }
 
 template <typename scalar_t>
@@ -262,9 +268,10 @@ void backward_cpu(const Backward& bw) {
   int64_t work = bw.grad_input.numel();
   for (const RoiTaps<acc_t>& t : taps) work += (t.work + bins) * channels;
   // Taps per channel of each image: a unit whose rois have fewer than 8 taps
-  // per plane pixel scatters straight into its grad_input planes, one channel
-  // at a time, with scalar adds: zeroing, transposing and writing out a
-  // whole-plane tile costs more than that (measured: 256 boxes on two
+  // per plane pixel (or whose plane's tile would exceed kTileBytes) scatters
+  // straight into its grad_input planes, one channel at a time, with scalar
+  // adds (float16/bfloat16: into one float32 plane): zeroing, transposing and
+  // writing out a whole-plane tile costs more than that (measured: 256 boxes on two
   // 200x272 maps, 1.9 taps per pixel: 38 ms with tiles, 22 ms without; the
   // benchmark's 512 boxes on 64x64 maps, 49 taps per pixel: 8 ms with tiles,
   // 33 ms without).
@@ -280,7 +287,7 @@ void backward_cpu(const Backward& bw) {
       std::fill(o, o + cbn * plane, scalar_t(0));
       return;
     }
-    if (image_taps[n] < 8 * plane) {
+    if (image_taps[n] < 8 * plane || !tile_fits<acc_t>(plane)) {
       for (int64_t j = 0; j < cbn; ++j) {
         acc_t* p = zeroed_sums(o + j * plane, plane, scratch);
         for (int64_t i = first; i < last; ++i) {

@@ -19,8 +19,10 @@
 //
 // The forward (forward_units) builds one tile of the whole plane block when the
 // unit's rois together cover at least as many pixels; with fewer (a few boxes
-// on a large map) each roi gets a tile of just the pixels it touches. Both run
-// the same vectorized loop, so a box's output never depends on the other boxes.
+// on a large map) each roi gets a tile of just the pixels it touches, and a roi
+// whose tile would be too large or too sparse reads the input in place. All
+// run the same vectorized loop on the same values, so a box's output never
+// depends on the other boxes, and scratch memory is bounded (kTileBytes).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -30,6 +32,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -140,6 +143,42 @@ Tile<acc_t> build_tile(const scalar_t* input, const Strides4& s, int64_t n, int6
   return {tile, cols * kCB, kCB, row0, col0};
 }
 
+// Largest tile a thread builds. A unit whose whole-plane tile, or a roi whose
+// own tile, would be larger is pooled straight from the input (InputPixels),
+// so that scratch memory stays bounded whatever the map size and channel count.
+constexpr int64_t kTileBytes = int64_t{8} << 20;
+
+template <typename acc_t>
+bool tile_fits(int64_t pixels) {
+  return pixels <= kTileBytes / (kCB * static_cast<int64_t>(sizeof(acc_t)));
+}
+
+// Where the vectorized loops read pixel (y, x)'s kCB channels from: a tile
+// (TilePixels), or the input itself (InputPixels: the channels gathered through
+// their stride and converted, zero past cbn, exactly the values a tile holds).
+// Both give the loops the same lanes, so a roi's result does not depend on
+// which one serves it.
+template <typename acc_t>
+struct TilePixels {
+  Tile<acc_t> tile;
+  KZ_ALWAYS_INLINE void load(int64_t y, int64_t x, acc_t* lanes) const {
+    std::memcpy(lanes, tile.ptr + (y - tile.row0) * tile.sy + (x - tile.col0) * tile.sx,
+                kCB * sizeof(acc_t));
+  }
+};
+
+template <typename scalar_t>
+struct InputPixels {
+  const scalar_t* base;  // input + n * s.n + c0 * s.c
+  Strides4 s;
+  int64_t cbn;
+  template <typename acc_t>
+  KZ_ALWAYS_INLINE void load(int64_t y, int64_t x, acc_t* lanes) const {
+    const scalar_t* px = base + y * s.h + x * s.w;
+    for (int64_t j = 0; j < kCB; ++j) lanes[j] = j < cbn ? static_cast<acc_t>(px[j * s.c]) : acc_t(0);
+  }
+};
+
 // Buffers a thread reuses from unit to unit (for_each_unit's scratch): a tile,
 // a second buffer (the bins of one roi, ...) in the accumulation type, and
 // roi_pool's argmax of one roi's bins.
@@ -189,10 +228,18 @@ void for_each_unit(int64_t batch_size, int64_t channels, int64_t work, const F& 
 
 // The forward of both ops. geo[k] is roi k's precomputed geometry, with
 // row0, row1, col0, col1 (the pixels it touches: [row0, row1) x [col0, col1))
-// and work (its operations per channel); block(tile, geo[k], out, arg) pools
-// one roi from a tile for kCB channels into buffers in (bin, channel) order
-// (arg: roi_pool's argmax; roi_align ignores it). Writes f.output and, when
-// defined, f.argmax.
+// and work (its taps or pixels per channel); block(pixels, geo[k], out, arg)
+// pools one roi for kCB channels, reading them through `pixels`
+// (TilePixels<acc_t> or InputPixels<scalar_t>), into buffers in (bin, channel)
+// order (arg: roi_pool's argmax; roi_align ignores it). Writes f.output and,
+// when defined, f.argmax.
+//
+// Where the pixels come from: a tile of the whole plane block when the unit's
+// rois together cover at least a plane's pixels and the tile fits kTileBytes;
+// otherwise, per roi, a tile of the pixels it touches when that fits and the
+// roi reads them densely (at most 4 tile pixels per unit of work); otherwise
+// the input itself. Scratch memory is thus at most kTileBytes plus one roi's
+// bins per thread.
 template <typename scalar_t, typename Geo, typename Block>
 void forward_units(const Forward& f, const BatchGroups& groups, const std::vector<Geo>& geo,
                    const Block& block) {
@@ -201,8 +248,6 @@ void forward_units(const Forward& f, const BatchGroups& groups, const std::vecto
   const int64_t n_img = input.size(0), channels = input.size(1);
   const int64_t height = input.size(2), width = input.size(3);
   const int64_t bins = f.args.pooled_h * f.args.pooled_w;
-  // Whole-plane tiles for a unit whose rois cover at least a plane's pixels
-  // (counted per roi), per-roi tiles otherwise.
   std::vector<int64_t> area(n_img, 0);
   int64_t work = 0;
   for (int64_t n = 0; n < n_img; ++n) {
@@ -222,17 +267,25 @@ void forward_units(const Forward& f, const BatchGroups& groups, const std::vecto
     const int64_t first = groups.begin[n], last = groups.begin[n + 1];
     if (first == last) return;
     auto& tile_buf = scratch.tile(acc_t{});
-    const bool whole = area[n] >= height * width;
+    const bool whole = area[n] >= height * width && tile_fits<acc_t>(height * width);
     Tile<acc_t> tile{};
     if (whole) tile = build_tile(in, s, n, c0, cbn, 0, height, 0, width, tile_buf);
+    const InputPixels<scalar_t> direct{in + n * s.n + c0 * s.c, s, cbn};
     auto& buf = scratch.buf(acc_t{});
     buf.resize(bins * kCB);
     scratch.arg.resize(arg ? bins * kCB : 0);
     for (int64_t i = first; i < last; ++i) {
       const int64_t k = groups.order[i];
       const Geo& g = geo[k];
-      if (!whole) tile = build_tile(in, s, n, c0, cbn, g.row0, g.row1, g.col0, g.col1, tile_buf);
-      block(tile, g, buf.data(), scratch.arg.data());
+      const int64_t pixels = (g.row1 - g.row0) * (g.col1 - g.col0);
+      if (whole) {
+        block(TilePixels<acc_t>{tile}, g, buf.data(), scratch.arg.data());
+      } else if (tile_fits<acc_t>(pixels) && pixels <= 4 * g.work) {
+        tile = build_tile(in, s, n, c0, cbn, g.row0, g.row1, g.col0, g.col1, tile_buf);
+        block(TilePixels<acc_t>{tile}, g, buf.data(), scratch.arg.data());
+      } else {
+        block(direct, g, buf.data(), scratch.arg.data());
+      }
       const int64_t row = (k * channels + c0) * bins;
       for (int64_t j = 0; j < cbn; ++j) {
         for (int64_t b = 0; b < bins; ++b) out[row + j * bins + b] = static_cast<scalar_t>(buf[b * kCB + j]);

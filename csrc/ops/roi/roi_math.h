@@ -8,6 +8,12 @@
 // results agree with torchvision's to the last bits. Where torchvision's code
 // has undefined behaviour (NaN or astronomically large box coordinates cast to
 // int) the values are clamped first; the results for finite boxes are unchanged.
+//
+// Non-finite values (README, "Differences from the peers"): a bilinear tap of
+// weight zero and a sample outside the map contribute nothing, so a NaN or inf
+// pixel reaches exactly the bins that sample it with a non-zero weight (and
+// likewise for the gradient). torchvision's CPU kernel multiplies such taps by
+// zero (0 * inf = NaN) and reads pixel (0, 0) for samples outside the map.
 #pragma once
 
 #include <cstdint>
@@ -48,17 +54,6 @@ KZ_HOST_DEVICE KZ_INLINE RoiBox<acc_t> load_roi(const scalar_t* rois, index_t k,
           static_cast<acc_t>(r[4 * col])};
 }
 
-// Clamps a rounded coordinate into a range where int arithmetic cannot
-// overflow; NaN goes to the low end. Finite boxes on any real feature map are
-// far inside it.
-constexpr int kCoordLimit = 1 << 29;
-template <typename acc_t>
-KZ_HOST_DEVICE KZ_INLINE int clamp_to_int(acc_t v) {
-  if (!(v >= acc_t(-kCoordLimit))) return -kCoordLimit;
-  if (v > acc_t(kCoordLimit)) return kCoordLimit;
-  return static_cast<int>(v);
-}
-
 // Coordinates (n, c, h, w) of element e of a contiguous (N, C, H, W) tensor:
 // the kernels give each thread one element of an output (K, C, PH, PW) or of a
 // gradient (N, C, H, W) in this order.
@@ -92,10 +87,17 @@ struct Span {
 // roi_align
 // ---------------------------------------------------------------------------
 
-// Largest adaptive sampling grid per bin and axis (torchvision: unbounded, with
-// int overflow past 2^31). A bin that needs more samples than this spans more
-// than 2^16 feature-map pixels along one axis.
-constexpr int kMaxAdaptiveGrid = 1 << 16;
+// Largest sampling ratio a caller may pass (roi.cpp rejects larger ones): a bin
+// then has up to 2^20 samples. torchvision accepts any int, and a ratio near
+// 2^31 would take hours per bin on either device.
+constexpr int kMaxSamplingRatio = 1 << 10;
+
+// Largest adaptive sampling grid per bin and axis: torchvision's int. An
+// adaptive grid is ceil(roi size / output size), so it reaches this only for
+// boxes more than 2^31 pixels tall or wide (where torchvision's int overflows);
+// such a grid is clamped here. The samples on the map, the only ones that
+// contribute, are found without visiting the others (sample_range).
+constexpr int kMaxAdaptiveGrid = 2147483647;
 
 template <typename acc_t>
 struct AlignRoi {
@@ -112,7 +114,7 @@ KZ_HOST_DEVICE KZ_INLINE int align_grid(acc_t roi_size, int pooled, int sampling
   if (sampling_ratio > 0) return sampling_ratio;
   const acc_t g = kz_ceil(roi_size / static_cast<acc_t>(pooled));
   if (!(g > acc_t(0))) return 0;  // empty, reversed or NaN boxes: no samples
-  return g < acc_t(kMaxAdaptiveGrid) ? static_cast<int>(g) : kMaxAdaptiveGrid;
+  return g < acc_t(kMaxAdaptiveGrid) ? static_cast<int>(g) : kMaxAdaptiveGrid;  // (2^31 is exact)
 }
 
 // Geometry of one roi from its box in input coordinates.
@@ -158,15 +160,58 @@ KZ_HOST_DEVICE KZ_INLINE bool align_sample(acc_t start, acc_t bin, int p, int i,
   return interp1d<ClampBorder>(sample_coord(start, bin, p, i, grid), size, out);
 }
 
+// The samples [first, last) of bin p along one axis that may lie on the map:
+// those whose coordinate is in [-1, size], the range where ClampBorder takes a
+// sample. The coordinate is monotone in i (each rounding step is), so the
+// range is contiguous and two bisections find it exactly, with the very
+// arithmetic of sample_coord; small grids are returned whole (align_sample
+// rejects the rest). A huge grid (adaptive sampling of a huge box, most of it
+// off the map) thus costs the samples on the map, not the whole grid.
+template <typename acc_t>
+KZ_HOST_DEVICE KZ_INLINE void sample_range(acc_t start, acc_t bin, int p, int grid, int size,
+                                           int& first, int& last) {
+  first = 0;
+  last = grid;
+  if (grid <= 16) return;
+  const acc_t top = static_cast<acc_t>(size);
+  if (!(bin == bin) || !(start == start)) {  // NaN: no sample is on the map
+    last = 0;
+    return;
+  }
+  const bool up = bin >= acc_t(0);
+  // The first i in [lo, grid) at which `past` holds (monotone: false, then true).
+  auto bisect = [&](int lo, bool below) {
+    int hi = grid;
+    while (lo < hi) {
+      const int mid = lo + (hi - lo) / 2;
+      const acc_t v = sample_coord(start, bin, p, mid, grid);
+      // up: past the low end is v >= -1, past the high end v > size;
+      // down: past the high end is v <= size, past the low end v < -1.
+      const bool past = below ? (up ? v >= acc_t(-1) : v <= top) : (up ? v > top : v < acc_t(-1));
+      if (past) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    return lo;
+  };
+  first = bisect(0, true);
+  last = bisect(first, false);
+}
+
 // Calls f(y, x) with the two axes' interpolations of every sample of bin
 // (ph, pw) that contributes, row by row.
 template <typename acc_t, typename F>
 KZ_HOST_DEVICE KZ_INLINE void for_each_sample(const AlignRoi<acc_t>& g, int ph, int pw,
                                               int height, int width, F&& f) {
-  for (int iy = 0; iy < g.grid_h; ++iy) {
+  int y0, y1, x0, x1;
+  sample_range(g.start_h, g.bin_h, ph, g.grid_h, height, y0, y1);
+  sample_range(g.start_w, g.bin_w, pw, g.grid_w, width, x0, x1);
+  for (int iy = y0; iy < y1; ++iy) {
     Interp<acc_t> y;
     if (!align_sample(g.start_h, g.bin_h, ph, iy, g.grid_h, height, y)) continue;
-    for (int ix = 0; ix < g.grid_w; ++ix) {
+    for (int ix = x0; ix < x1; ++ix) {
       Interp<acc_t> x;
       if (!align_sample(g.start_w, g.bin_w, pw, ix, g.grid_w, width, x)) continue;
       f(y, x);
@@ -180,36 +225,49 @@ KZ_HOST_DEVICE KZ_INLINE void for_each_sample(const AlignRoi<acc_t>& g, int ph, 
 
 template <typename acc_t>
 struct PoolRoi {
-  int start_h, start_w;  // rounded top-left corner on the feature map
-  acc_t bin_h, bin_w;    // bin size; the roi is at least 1x1 pixel
+  int64_t start_h, start_w;  // rounded top-left corner on the feature map
+  acc_t bin_h, bin_w;        // bin size; the roi is at least 1x1 pixel
 };
 
+// A rounded coordinate as an integer, as torchvision's cast to int, clamped
+// into a range where int64 sums cannot overflow (NaN goes to the low end).
+template <typename acc_t>
+KZ_HOST_DEVICE KZ_INLINE int64_t clamp_to_int64(acc_t v) {
+  constexpr acc_t kLimit = acc_t(int64_t{1} << 60);
+  if (!(v >= -kLimit)) return -(int64_t{1} << 60);
+  if (v > kLimit) return int64_t{1} << 60;
+  return static_cast<int64_t>(v);
+}
+
+// As torchvision: corners rounded to whole pixels in acc_t, the roi size and
+// every bin edge formed in integers from there (exact on any map), the bin
+// size in acc_t.
 template <typename acc_t>
 KZ_HOST_DEVICE KZ_INLINE PoolRoi<acc_t> pool_roi(const RoiBox<acc_t>& b, acc_t spatial_scale,
                                                  int pooled_h, int pooled_w) {
   PoolRoi<acc_t> r;
-  r.start_w = clamp_to_int(kz_round(b.x1 * spatial_scale));
-  r.start_h = clamp_to_int(kz_round(b.y1 * spatial_scale));
-  const int end_w = clamp_to_int(kz_round(b.x2 * spatial_scale));
-  const int end_h = clamp_to_int(kz_round(b.y2 * spatial_scale));
+  r.start_w = clamp_to_int64(kz_round(b.x1 * spatial_scale));
+  r.start_h = clamp_to_int64(kz_round(b.y1 * spatial_scale));
+  const int64_t end_w = clamp_to_int64(kz_round(b.x2 * spatial_scale));
+  const int64_t end_h = clamp_to_int64(kz_round(b.y2 * spatial_scale));
   // Malformed rois are forced to be 1x1 (inclusive end: +1).
-  const int roi_w = end_w - r.start_w + 1 > 1 ? end_w - r.start_w + 1 : 1;
-  const int roi_h = end_h - r.start_h + 1 > 1 ? end_h - r.start_h + 1 : 1;
+  const int64_t roi_w = end_w - r.start_w + 1 > 1 ? end_w - r.start_w + 1 : 1;
+  const int64_t roi_h = end_h - r.start_h + 1 > 1 ? end_h - r.start_h + 1 : 1;
   r.bin_h = static_cast<acc_t>(roi_h) / static_cast<acc_t>(pooled_h);
   r.bin_w = static_cast<acc_t>(roi_w) / static_cast<acc_t>(pooled_w);
   return r;
 }
 
-// Pixel range [lo, hi) of bin p along one axis, clipped to [0, size]; empty when hi <= lo.
+// Pixel range [lo, hi) of bin p along one axis, clipped to [0, size]; empty when
+// hi <= lo. As torchvision: floor / ceil of p * bin in acc_t, then the roi
+// start added in integers.
 template <typename acc_t>
-KZ_HOST_DEVICE KZ_INLINE void pool_bin(int start, acc_t bin, int p, int size, int& lo, int& hi) {
-  // floor/ceil of the bin edges, offset by the roi start, then clipped. Done in
-  // acc_t so that no int can overflow; exact for any coordinate below 2^24.
-  acc_t l = kz_floor(static_cast<acc_t>(p) * bin) + static_cast<acc_t>(start);
-  acc_t h = kz_ceil(static_cast<acc_t>(p + 1) * bin) + static_cast<acc_t>(start);
-  const acc_t top = static_cast<acc_t>(size);
-  l = l < acc_t(0) ? acc_t(0) : (l > top ? top : l);
-  h = h < acc_t(0) ? acc_t(0) : (h > top ? top : h);
+KZ_HOST_DEVICE KZ_INLINE void pool_bin(int64_t start, acc_t bin, int p, int size, int& lo,
+                                       int& hi) {
+  int64_t l = clamp_to_int64(kz_floor(static_cast<acc_t>(p) * bin)) + start;
+  int64_t h = clamp_to_int64(kz_ceil(static_cast<acc_t>(p + 1) * bin)) + start;
+  l = l < 0 ? 0 : (l > size ? size : l);
+  h = h < 0 ? 0 : (h > size ? size : h);
   lo = static_cast<int>(l);
   hi = static_cast<int>(h);
 }

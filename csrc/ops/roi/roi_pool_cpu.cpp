@@ -9,6 +9,8 @@
 // maximum is strict (">"): the first pixel in row-major order wins ties and NaN
 // is never selected, as in torchvision. Backward: each unit adds grad at argmax
 // into its own planes, the rois of its image in increasing order.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -84,12 +86,9 @@ std::vector<RoiBins> build_bins(const std::vector<RoiBox<acc_t>>& boxes, const A
 
 // --- vectorized inner loop (one channel block, one roi), multiversioned ----------
 
-template <typename acc_t>
-KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile, int width,
-                                         const RoiBins& t, acc_t* KZ_RESTRICT out,
-                                         int32_t* KZ_RESTRICT arg) {
-  const acc_t* KZ_RESTRICT src = tile.ptr;
-  const int64_t sy = tile.sy, sx = tile.sx, row0 = tile.row0, col0 = tile.col0;
+template <typename acc_t, typename Pixels>
+KZ_ALWAYS_INLINE void forward_block_impl(const Pixels& px, int width, const RoiBins& t,
+                                         acc_t* KZ_RESTRICT out, int32_t* KZ_RESTRICT arg) {
   const int pooled_h = static_cast<int>(t.h0.size()), pooled_w = static_cast<int>(t.w0.size());
   for (int ph = 0; ph < pooled_h; ++ph) {
     const int h0 = t.h0[ph], h1 = t.h1[ph];
@@ -97,6 +96,7 @@ KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile, int width,
       const int w0 = t.w0[pw], w1 = t.w1[pw];
       const bool empty = h1 <= h0 || w1 <= w0;
       const int b = ph * pooled_w + pw;
+      alignas(64) acc_t lanes[kCB];
 #if defined(KZ_VECTOR_EXTENSIONS)
       using V = typename ChannelLanes<acc_t>::type;
       using M = typename ChannelLanes<acc_t>::mask;
@@ -104,8 +104,9 @@ KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile, int width,
       M a = M{} - 1;
       for (int y = h0; y < h1; ++y) {
         for (int x = w0; x < w1; ++x) {
+          px.load(y, x, lanes);
           V v;
-          std::memcpy(&v, src + (y - row0) * sy + (x - col0) * sx, sizeof(V));
+          std::memcpy(&v, lanes, sizeof(V));
           const M gt = v > m;  // strict: NaN and ties keep the earlier value
           m = gt ? v : m;
           a = gt ? M{} + (y * width + x) : a;
@@ -122,11 +123,11 @@ KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile, int width,
       }
       for (int y = h0; y < h1; ++y) {
         for (int x = w0; x < w1; ++x) {
-          const acc_t* px = src + (y - row0) * sy + (x - col0) * sx;
+          px.load(y, x, lanes);
           const int32_t idx = y * width + x;
           for (int j = 0; j < kCB; ++j) {
-            const bool gt = px[j] > m[j];
-            m[j] = gt ? px[j] : m[j];
+            const bool gt = lanes[j] > m[j];
+            m[j] = gt ? lanes[j] : m[j];
             a[j] = gt ? idx : a[j];
           }
         }
@@ -140,14 +141,19 @@ KZ_ALWAYS_INLINE void forward_block_impl(const Tile<acc_t>& tile, int width,
   }
 }
 
-KZ_CPU_CLONES void forward_block(const Tile<float>& tile, int width, const RoiBins& t,
-                                 float* out, int32_t* arg) {
-  forward_block_impl(tile, width, t, out, arg);
-}
-KZ_CPU_CLONES void forward_block(const Tile<double>& tile, int width,
-                                 const RoiBins& t, double* out, int32_t* arg) {
-  forward_block_impl(tile, width, t, out, arg);
-}
+// One clone set per pixel source and accumulation type.
+#define KZ_ROI_POOL_FORWARD_BLOCK(PIXELS, ACC)                                               \
+  KZ_CPU_CLONES void forward_block(const PIXELS& px, int width, const RoiBins& t, ACC* out, \
+                                   int32_t* arg) {                                           \
+    forward_block_impl<ACC>(px, width, t, out, arg);                                         \
+  }
+KZ_ROI_POOL_FORWARD_BLOCK(TilePixels<float>, float)
+KZ_ROI_POOL_FORWARD_BLOCK(TilePixels<double>, double)
+KZ_ROI_POOL_FORWARD_BLOCK(InputPixels<float>, float)
+KZ_ROI_POOL_FORWARD_BLOCK(InputPixels<double>, double)
+KZ_ROI_POOL_FORWARD_BLOCK(InputPixels<c10::Half>, float)
+KZ_ROI_POOL_FORWARD_BLOCK(InputPixels<c10::BFloat16>, float)
+#undef KZ_ROI_POOL_FORWARD_BLOCK
 
 namespace {
 
@@ -161,8 +167,8 @@ void forward_cpu(const Forward& f) {
   const auto bins = build_bins<acc_t>(load_boxes<acc_t>(f.rois, input.size(0)), f.args,
                                       static_cast<int>(input.size(2)), width);
   forward_units<scalar_t>(f, groups, bins,
-                          [&](const Tile<acc_t>& tile, const RoiBins& t, acc_t* out, int32_t* arg) {
-                            forward_block(tile, width, t, out, arg);
+                          [&](const auto& pixels, const RoiBins& t, acc_t* out, int32_t* arg) {
+                            forward_block(pixels, width, t, out, arg);
                           });
 }
 
@@ -183,17 +189,17 @@ void backward_cpu(const Backward& bw) {
 
   const int64_t work = bw.grad.numel() + bw.grad_input.numel();
   for_each_unit(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn, Scratch& scratch) {
-    scalar_t* o = out + (n * channels + c0) * plane;
-    acc_t* acc = zeroed_sums(o, cbn * plane, scratch);
     bool bad = false;
     const int64_t g_h = gs.h, g_w = gs.w;
     const uint32_t limit = static_cast<uint32_t>(plane);
-    for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) {
-      const int64_t k = groups.order[i];
-      for (int64_t j = 0; j < cbn; ++j) {
+    // One channel at a time: float16/bfloat16 sum in one float32 plane.
+    for (int64_t j = 0; j < cbn; ++j) {
+      scalar_t* o = out + (n * channels + c0 + j) * plane;
+      acc_t* KZ_RESTRICT p = zeroed_sums(o, plane, scratch);
+      for (int64_t i = groups.begin[n]; i < groups.begin[n + 1]; ++i) {
+        const int64_t k = groups.order[i];
         const scalar_t* KZ_RESTRICT g = grad + k * gs.n + (c0 + j) * gs.c;
         const int32_t* KZ_RESTRICT a = argmax + (k * channels + c0 + j) * nbins;
-        acc_t* KZ_RESTRICT p = acc + j * plane;
         for (int y = 0; y < ph; ++y) {
           for (int x = 0; x < pw; ++x) {
             const int32_t idx = a[y * pw + x];
@@ -206,9 +212,9 @@ void backward_cpu(const Backward& bw) {
           }
         }
       }
+      store_sums(o, p, plane);
     }
     if (bad) bad_argmax = true;
-    store_sums(o, acc, cbn * plane);
   });
   TORCH_CHECK(!bad_argmax, "_roi_pool_backward: argmax holds an index outside the input plane "
               "[0, H * W) = [0, ", plane, "); pass the argmax returned by roi_pool for the same "
