@@ -476,13 +476,22 @@ def collect(docs: list[dict], wanted: set[str]) -> dict[str, FileData]:
 # The report
 # ---------------------------------------------------------------------------
 def find_files(source: str, patterns: list[str]) -> list[str]:
-    found = []
-    for root, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "build")
-        for name in files:
-            rel = os.path.relpath(os.path.join(root, name), source).replace(os.sep, "/")
-            if any(_glob_match(rel, p) for p in patterns):
-                found.append(rel)
+    """Files under source (relative, sorted) that match a glob; each glob's
+    folders before its first wildcard are the only ones walked."""
+    found = set()
+    for pattern in patterns:
+        fixed = []
+        for part in pattern.split("/")[:-1]:
+            if any(c in part for c in "*?["):
+                break
+            fixed.append(part)
+        top = os.path.join(source, *fixed)
+        for root, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                rel = os.path.relpath(os.path.join(root, name), source).replace(os.sep, "/")
+                if _glob_match(rel, pattern):
+                    found.add(rel)
     return sorted(found)
 
 
