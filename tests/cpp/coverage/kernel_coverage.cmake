@@ -1,15 +1,16 @@
-# Line coverage of the CUDA kernel sources run by the CPU harness (label coverage).
+# Line coverage of the CUDA kernel sources run by the CPU harness.
 # Included by tests/cpp/CMakeLists.txt after the kernelzoo_cuda_harness target.
 #
 # KERNELZOO_HARNESS_COVERAGE=ON (GCC only) compiles every HARNESS suite with gcov
 # instrumentation of the functions defined under csrc/, and adds two ctest tests
-# around the suites through the fixture kernelzoo_coverage:
+# (label cuda_emulation) around the suites through the fixture kernelzoo_coverage:
 #   kernel_coverage_reset   before them: deletes the counters of earlier runs;
 #   kernel_coverage_report  after them: merges the counters of every suite and
 #                           instantiation into <build>/coverage/kernel_coverage.txt
 #                           (+ .json), which tests/run prints.
 # HARNESS suites pick up ${KERNELZOO_HARNESS_TEST_PROPERTIES}. Independently,
-# kernel_coverage_selftest checks the report on a fixture with known lines.
+# kernel_coverage_selftest (label coverage) checks the report on a fixture with
+# known lines.
 # See docs/gpu-verification.md, "Coverage of the kernel sources".
 option(KERNELZOO_HARNESS_COVERAGE
        "Measure line coverage of the CUDA kernel sources in the CUDA-emulation tests (gcov)" ON)
@@ -54,9 +55,9 @@ if(KERNELZOO_HARNESS_COVERAGE)
              COMMAND "${Python3_EXECUTABLE}" "${_kz_cov_dir}/kernel_coverage.py" report
                      ${_kz_cov_common} --source "${PROJECT_SOURCE_DIR}" --gcov "${KERNELZOO_GCOV}")
     set_tests_properties(kernel_coverage_reset PROPERTIES
-                         FIXTURES_SETUP kernelzoo_coverage LABELS coverage)
+                         FIXTURES_SETUP kernelzoo_coverage LABELS cuda_emulation)
     set_tests_properties(kernel_coverage_report PROPERTIES
-                         FIXTURES_CLEANUP kernelzoo_coverage LABELS coverage)
+                         FIXTURES_CLEANUP kernelzoo_coverage LABELS cuda_emulation)
     message(STATUS "kernelzoo: CUDA-emulation tests measure kernel line coverage "
                    "(${KERNELZOO_GCOV}; report: ${_kz_cov_out}/kernel_coverage.txt)")
   endif()
