@@ -8,14 +8,16 @@
 #   kernel_coverage_report  after them: merges the counters of every suite and
 #                           instantiation into <build>/coverage/kernel_coverage.txt
 #                           (+ .json), which tests/run prints.
-# HARNESS suites pick up ${KERNELZOO_HARNESS_TEST_PROPERTIES}. Independently,
+# kernelzoo_add_test calls kernelzoo_harness_coverage() for each HARNESS suite.
+# Independently,
 # kernel_coverage_selftest (label coverage) checks the report on a fixture with
 # known lines.
 # See docs/gpu-verification.md, "Coverage of the kernel sources".
 option(KERNELZOO_HARNESS_COVERAGE
        "Measure line coverage of the CUDA kernel sources in the CUDA-emulation tests (gcov)" ON)
 
-set(KERNELZOO_HARNESS_TEST_PROPERTIES "")
+set(KERNELZOO_COVERAGE_ON FALSE)
+set(KERNELZOO_COVERAGE_TOOL "${CMAKE_CURRENT_LIST_DIR}/kernel_coverage.py")
 set(_kz_cov_dir "${CMAKE_CURRENT_LIST_DIR}")
 set(_kz_cov_out "${PROJECT_BINARY_DIR}/coverage")
 
@@ -46,7 +48,7 @@ if(KERNELZOO_HARNESS_COVERAGE)
   else()
     target_compile_options(kernelzoo_cuda_harness INTERFACE ${KERNELZOO_COVERAGE_FLAGS})
     target_link_options(kernelzoo_cuda_harness INTERFACE --coverage)
-    set(KERNELZOO_HARNESS_TEST_PROPERTIES FIXTURES_REQUIRED kernelzoo_coverage)
+    set(KERNELZOO_COVERAGE_ON TRUE)
     set(_kz_cov_common --build "${CMAKE_CURRENT_BINARY_DIR}" --out "${_kz_cov_out}")
     add_test(NAME kernel_coverage_reset
              COMMAND "${Python3_EXECUTABLE}" "${_kz_cov_dir}/kernel_coverage.py" reset
@@ -62,6 +64,22 @@ if(KERNELZOO_HARNESS_COVERAGE)
                    "(${KERNELZOO_GCOV}; report: ${_kz_cov_out}/kernel_coverage.txt)")
   endif()
 endif()
+
+# For a HARNESS suite `target` (called by kernelzoo_add_test with the name of
+# its list of test properties): the suite's tests require the fixture, and its
+# counters of an earlier build are deleted before it is relinked (else the
+# test discovery, which runs the new binary at build time, has libgcov report a
+# checksum mismatch).
+function(kernelzoo_harness_coverage target props_var)
+  if(NOT KERNELZOO_COVERAGE_ON)
+    return()
+  endif()
+  add_custom_command(TARGET ${target} PRE_LINK
+                     COMMAND "${Python3_EXECUTABLE}" "${KERNELZOO_COVERAGE_TOOL}" reset
+                             --build "${CMAKE_CURRENT_BINARY_DIR}/CMakeFiles/${target}.dir"
+                     VERBATIM)
+  set(${props_var} ${${props_var}} FIXTURES_REQUIRED kernelzoo_coverage PARENT_SCOPE)
+endfunction()
 
 if(_kz_gcov_ok)
   add_test(NAME kernel_coverage_selftest
