@@ -58,6 +58,13 @@ def recorder(fresh_registry):
     return Recorder
 
 
+def test_train_json_keeps_stdout_for_the_json(capsys, recorder):
+    recorder.action = lambda: print("step 1: loss 0.5")
+    rc, out, err = run(capsys, "train", "rec-test", "--json")
+    assert rc == 0 and json.loads(out)["model"] == "rec-test"
+    assert err == "step 1: loss 0.5\n"
+
+
 def test_recorder_trains(capsys, recorder):
     rc, out, err = run(capsys, "train", "rec-test", "--steps", 3, "--json", "--lr", "0.5")
     assert (rc, err) == (0, "")
@@ -74,6 +81,8 @@ def test_recorder_trains(capsys, recorder):
     (["--steps", "-5"], "--steps must be at least 1, got -5"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--threads", str(10**6)], f"--threads must be at most {os.cpu_count()} (the CPUs of "
+                                f"this machine), got {10**6}"),
     (["--seed", "-1"], "--seed must be at least 0, got -1"),
     (["--seed", str(2**64)], f"--seed must be below 2**63, got {2**64}"),
     (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),

@@ -10,6 +10,7 @@ by SIGPIPE reports. Arguments are checked before any work starts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -315,6 +316,12 @@ def _cmd_train(args) -> int:
         return _fail("train", problem)
     if args.seed >= 2**63:
         return _fail("train", f"--seed must be below 2**63, got {args.seed}")
+    cpus = os.cpu_count() or 1
+    if args.threads is not None and args.threads > cpus:
+        # More threads than CPUs only makes them wait on each other; far more
+        # overflows or crashes the thread pool.
+        return _fail("train", f"--threads must be at most {cpus} (the CPUs of this machine), "
+                              f"got {args.threads}")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         return _fail("train", f"--lr must be a finite number > 0, got {args.lr}")
     if args.save is not None:
@@ -339,9 +346,13 @@ def _cmd_train(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        result = _call_plugin(f"{args.model}: the training example", family.train,
-                              args.model, seed=args.seed, device=args.device, save=args.save,
-                              progress=not args.no_progress, verbose=not args.json, **options)
+        # With --json, stdout carries the JSON alone: whatever the training
+        # example prints goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            result = _call_plugin(f"{args.model}: the training example", family.train,
+                                  args.model, seed=args.seed, device=args.device,
+                                  save=args.save, progress=not args.no_progress,
+                                  verbose=not args.json, **options)
     except BrokenPipeError:                  # its report, into a closed pipe: see main()
         raise
     except ValueError as e:                  # the family's own argument checks
