@@ -168,6 +168,20 @@ def test_out_of_memory_names_the_batch_size(capsys, recorder):
     assert line.endswith("; try a smaller --batch-size")
 
 
+def test_cuda_out_of_memory_is_one_line(capsys, recorder):
+    """torch's CUDA allocator error, as it reads on a GPU (made here without one)."""
+    recorder.action = raise_(torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
+        "139.81 GiB of which 1.2 GiB is free.\nOf the allocated memory 130 GiB is allocated "
+        "by PyTorch"))
+    rc, _, err = run(capsys, "train", "rec-test", "--batch-size", 4096)
+    assert rc == 1
+    assert one_line(err, "kernelzoo train: ") == (
+        "kernelzoo train: rec-test: out of memory with --batch-size 4096 on cpu (CUDA out of "
+        "memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139.81 GiB of "
+        "which 1.2 GiB is free.); try a smaller --batch-size")
+
+
 def test_ctrl_c_exits_130_quietly(capsys, recorder):
     recorder.action = lambda: signal.raise_signal(signal.SIGINT)
     rc, out, err = run(capsys, "train", "rec-test")

@@ -70,7 +70,8 @@ def _compare(what: str, got: list, want: list, rtol, atol) -> None:
             raise FamilyCheckError(f"{what}: output {i} differs: {e}") from None
 
 
-def check_family(family_or_name: ModelFamily | str, *, presets: list[str] | None = None,
+def check_family(family_or_name: ModelFamily | str, *,
+                 presets: list[str] | str | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 2,
                  compile: bool = True, fullgraph: bool = True,
                  compile_backend: str = "inductor", seed: int = 0) -> list[str]:
@@ -100,6 +101,16 @@ def check_family(family_or_name: ModelFamily | str, *, presets: list[str] | None
     Outputs are compared tensor by tensor, integer and boolean ones exactly
     (a detector's labels as well as its boxes and scores); the forward and
     backward checks use the floating-point ones.
+
+    The family's code may raise anything: ``sys.exit()`` or another
+    ``BaseException`` in ``build``, ``example_inputs`` or the forward fails
+    its step like an exception (only a real Ctrl-C interrupts the check).
+
+    Arguments that would check nothing are refused before anything is built:
+    ``batch_size`` must be an int >= 1 (``ValueError``; ``TypeError`` for a
+    bool, float or string), ``presets`` (a list of names, or one name) must
+    not be empty and must name presets of the family (``UnknownModelError``
+    otherwise), ``seed`` an int and ``device`` a valid torch device.
 
     Raises :class:`FamilyCheckError` (an ``AssertionError``) naming the model
     and the step that failed. Returns the names of the models checked.
