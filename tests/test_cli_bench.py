@@ -38,17 +38,32 @@ def test_info_text():
     assert "CUDA kernels: " + ("yes" if kernelzoo.build_info()["cuda"] else "no") in p.stdout
 
 
-def test_bench_cases_agree_and_are_timed():
-    results = bench.run(["pixel_shuffle", "pixel_unshuffle"], quick=True, repeats=1, warmup=0,
-                        min_time=0.0)
-    assert {r.case for r in results} == {
-        "pixel_shuffle_contiguous", "pixel_shuffle_channels_last",
-        "pixel_unshuffle_contiguous", "pixel_unshuffle_channels_last"}
-    for r in results:
-        assert r.status == "ok", r.message
-        assert r.agree is True and r.peer == "torch"
-        assert r.ours_ms > 0 and r.peer_ms > 0 and r.gbps > 0
-        assert set(r.baselines) == {"copy"}
+CPU_CASES = [c for c in bench.list_cases() if "cpu" in c.devices]
+
+
+def test_every_op_has_a_bench_case():
+    """The operator pattern: each public op is benchmarked against its peer."""
+    from kernelzoo._dispatch import op_names
+
+    ops = {n for n in op_names() if not n.startswith("_")}
+    assert ops and ops <= {c.op for c in bench.list_cases()}
+    names = [c.name for c in bench.list_cases()]
+    assert len(names) == len(set(names)), "bench case names must be unique"
+
+
+@pytest.mark.parametrize("case", CPU_CASES, ids=lambda c: c.name)
+def test_bench_case_agrees_and_is_timed(case):
+    assert case.dtypes
+    for dtype in case.dtypes:
+        r = bench.run_case(case, "cpu", dtype, quick=True, repeats=1, warmup=0, min_time=0.0)
+        if r.status == "skipped" and "not installed" in r.message:
+            pytest.skip(r.message)
+        assert r.status == "ok", f"{case.name} {dtype}: {r.status}: {r.message}"
+        assert (r.op, r.case, r.dtype) == (case.op, case.name, dtype)
+        assert r.agree is True and r.peer and r.shape
+        assert r.ours_ms > 0 and r.peer_ms > 0 and r.speedup > 0
+        assert r.gbps is None or r.gbps > 0
+        assert all(v > 0 for v in r.baselines.values())
 
 
 def test_bench_reports_disagreement():
@@ -77,23 +92,34 @@ def test_bench_unknown_op_is_an_error():
     assert "no benchmark cases for nosuchop" in p.stderr
 
 
+def cli_op():
+    """An op with CPU cases (the first the registry lists), its CPU cases, and
+    a dtype they all declare."""
+    op = CPU_CASES[0].op
+    cases = [c for c in bench.list_cases([op]) if "cpu" in c.devices]
+    common = set.intersection(*(set(c.dtypes) for c in cases))
+    return op, cases, sorted(common)[0]
+
+
 def test_bench_cli_json():
-    p = run_cli("bench", "pixel_unshuffle", "--quick", "--json", "--repeats", "1",
-                "--dtype", "float16")
+    op, cases, dtype = cli_op()
+    p = run_cli("bench", op, "--quick", "--json", "--repeats", "1", "--dtype", dtype)
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)
-    assert len(rows) == 2
-    assert all(r["status"] == "ok" and r["dtype"] == "float16" for r in rows)
+    assert [r["case"] for r in rows] == [c.name for c in cases]
+    assert all(r["status"] == "ok" and r["dtype"] == dtype for r in rows)
 
 
 def test_bench_cli_table_and_progress():
-    p = run_cli("bench", "pixel_shuffle", "--quick", "--repeats", "1", "--dtype", "float32")
+    op, cases, dtype = cli_op()
+    p = run_cli("bench", op, "--quick", "--repeats", "1", "--dtype", dtype)
     assert p.returncode == 0, p.stderr
-    assert "[1/2] pixel_shuffle_contiguous float32" in p.stderr
+    assert f"[1/{len(cases)}] {cases[0].name} {dtype}" in p.stderr
     lines = p.stdout.splitlines()
     assert lines[1].split()[:4] == ["case", "shape", "dtype", "peer"]
-    assert any(line.startswith("pixel_shuffle_channels_last") and "x copy" in line
-               for line in lines)
+    rows = lines[3:]
+    assert [row.split()[0] for row in rows] == [c.name for c in cases]
+    assert all(f" {dtype} " in row and "x " in row for row in rows)   # speedup column
 
 
 def test_bench_cuda_without_gpu_is_refused():

@@ -3,6 +3,8 @@ section of `kernelzoo info`."""
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import json
 import os
 import subprocess
@@ -13,12 +15,9 @@ import torch
 
 import kernelzoo
 from kernelzoo import cli
+from kernelzoo.registry import model_config
 
 from _plugin_helpers import fake_site, fresh_registry, good_plugin  # noqa: F401  (fixtures)
-
-ESPCN_MODELS = ["espcn-test", "espcn-x2", "espcn-x2-rgb", "espcn-x3", "espcn-x3-rgb",
-                "espcn-x4", "espcn-x4-rgb"]
-
 
 def run(capsys, *argv):
     rc = cli.main(list(argv))
@@ -26,24 +25,50 @@ def run(capsys, *argv):
     return rc, out, err
 
 
-def test_models(capsys, fresh_registry):
+def with_alpha(fake_site):
+    """A fake third-party family 'alpha' (presets x2, x10, test) next to the built-in ones."""
+    fake_site.add("fake-good", "1.2", {"alpha": "kzfake_alpha:family"},
+                  {"kzfake_alpha": good_plugin("alpha")})
+
+
+def test_models(capsys, fake_site):
+    with_alpha(fake_site)
     rc, out, _ = run(capsys, "models")
     assert rc == 0
-    assert [m for m in out.split() if m.startswith("espcn")] == ESPCN_MODELS
-    rc, out, _ = run(capsys, "models", "espcn-x?", "*-test")
-    assert (rc, out.split()) == (0, ["espcn-test", "espcn-x2", "espcn-x3", "espcn-x4",
-                                     "fasterrcnn-roipool-test", "fasterrcnn-test"])
+    # Every model of every family, as the registry lists them, naturally sorted.
+    assert out.split() == kernelzoo.list_models() and len(out.split()) > 3
+    assert [m for m in out.split() if m.startswith("alpha-")] == \
+        ["alpha-test", "alpha-x2", "alpha-x10"]
+    rc, out, _ = run(capsys, "models", "alpha-x?", "*-test")
+    expected = [m for m in kernelzoo.list_models()
+                if fnmatch.fnmatchcase(m, "alpha-x?") or m.endswith("-test")]
+    assert (rc, out.split()) == (0, expected)
+    assert {"alpha-x2", "alpha-test"} <= set(expected) and "alpha-x10" not in expected
+    # Every family ships a '-test' preset, and each is listed.
+    assert {m.partition("-")[0] for m in expected if m.endswith("-test")} == \
+        set(kernelzoo.list_families())
 
 
-def test_models_long_and_json(capsys, fresh_registry):
-    rc, out, _ = run(capsys, "models", "-l", "espcn-x4-rgb")
+def config_as_json(config):
+    c = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    return json.loads(json.dumps(c, default=repr))
+
+
+def test_models_long_and_json(capsys, fake_site):
+    with_alpha(fake_site)
+    names = kernelzoo.list_models()
+    rc, out, _ = run(capsys, "models", "-l")
     assert rc == 0
-    assert out.split(None, 1) == ["espcn-x4-rgb", "ESPCNConfig(scale=4, channels=3, "
-                                  "features=(64, 32), kernel_sizes=(5, 3, 3))\n"]
-    rc, out, _ = run(capsys, "models", "--json", "espcn-x2")
+    width = max(map(len, names))
+    assert out.splitlines() == [f"{n:<{width}}  {model_config(n)}" for n in names]
+    rc, out, _ = run(capsys, "models", "--json")
     assert rc == 0
-    assert json.loads(out) == [{"model": "espcn-x2", "config": {
-        "scale": 2, "channels": 1, "features": [64, 32], "kernel_sizes": [5, 3, 3]}}]
+    assert json.loads(out) == [{"model": n, "config": config_as_json(model_config(n))}
+                               for n in names]
+    rc, out, _ = run(capsys, "models", "--json", "alpha-x2")
+    assert (rc, json.loads(out)) == (0, [{"model": "alpha-x2", "config": {"scale": 2}}])
+    rc, out, _ = run(capsys, "models", "-l", "alpha-x10")
+    assert (rc, out) == (0, "alpha-x10  {'scale': 10}\n")
 
 
 def test_models_without_match(capsys, fresh_registry):
@@ -64,7 +89,10 @@ def test_plugins_table_and_json(capsys, fake_site):
     rows = {ln.split()[0]: ln.split() for ln in lines[2:] if not ln.startswith(" ")}
     assert rows["alpha"][:4] == ["alpha", "ok", "fake-good", "1.2"]
     assert rows["broken"][:4] == ["broken", "failed", "fake-broken", "0.3"]
-    assert rows["espcn"][:5] == ["espcn", "ok", "kernelzoo", kernelzoo.__version__, "(built-in)"]
+    builtin = [p.family for p in kernelzoo.list_plugins() if p.builtin]
+    assert builtin
+    for name in builtin:
+        assert rows[name][:5] == [name, "ok", "kernelzoo", kernelzoo.__version__, "(built-in)"]
     assert "    ImportError: no module named torchfoo" in lines
     rc, out, _ = run(capsys, "plugins", "--json")
     data = {p["family"]: p for p in json.loads(out)}
@@ -85,20 +113,27 @@ def test_models_prints_plugin_warnings_briefly(capsys, fake_site):
 
 
 def test_info_lists_families(capsys, fake_site):
-    fake_site.add("fake-good", "1.2", {"alpha": "kzfake_alpha:family"},
-                  {"kzfake_alpha": good_plugin("alpha")})
+    with_alpha(fake_site)
     rc, out, _ = run(capsys, "info")
     assert rc == 0
     assert out.splitlines()[0] == f"kernelzoo {kernelzoo.__version__}"   # existing output kept
     assert "ops (backends with kernels)" in out
-    section = out[out.index("model families"):].splitlines()
-    assert section[1].split()[:4] == ["alpha", "3", "models,", "fake-good"]
-    assert section[2].split()[:4] == ["espcn", "7", "models,", "built-in:"]
+    section = out[out.index("model families"):].splitlines()[1:]
+    families = kernelzoo.list_families()
+    assert [line.split()[0] for line in section] == families
+    for line in section:
+        fam = kernelzoo.get_family(line.split()[0])
+        info = next(p for p in kernelzoo.list_plugins() if p.family == fam.name)
+        source = "built-in:" if info.builtin else info.distribution
+        assert line.split()[1:4] == [str(len(fam.model_names())), "models,", source]
     rc, out, _ = run(capsys, "info", "--json")
     fams = {f["family"]: f for f in json.loads(out)["families"]}
-    assert fams["espcn"]["models"] == ESPCN_MODELS
-    assert fams["espcn"]["status"] == "ok" and fams["espcn"]["builtin"] is True
-    assert fams["alpha"]["distribution"] == "fake-good"
+    assert sorted(fams) == families
+    for name, f in fams.items():
+        assert f["status"] == "ok" and f["models"] == kernelzoo.get_family(name).model_names()
+    builtin = {p.family for p in kernelzoo.list_plugins() if p.builtin}
+    assert builtin and {n for n, f in fams.items() if f["builtin"]} == builtin
+    assert fams["alpha"]["distribution"] == "fake-good" and not fams["alpha"]["builtin"]
 
 
 def test_train_json(capsys, tmp_path, fresh_registry):
@@ -136,7 +171,7 @@ def test_train_errors(capsys, fresh_registry):
     rc, _, err = run(capsys, "train", "espcn-x9")
     assert rc == 2 and "kernelzoo train: unknown model 'espcn-x9'" in err
     rc, _, err = run(capsys, "train", "espcn-test", "--steps", "0")
-    assert rc == 2 and "steps and batch_size must be positive" in err
+    assert rc == 2 and "kernelzoo train: --steps must be at least 1, got 0" in err
     import kernelzoo.plugins.espcn as espcn
 
     kernelzoo.register_family(kernelzoo.ModelFamily(
@@ -146,10 +181,10 @@ def test_train_errors(capsys, fresh_registry):
     assert rc == 2 and "family 'untrained' ships no training example" in err
 
 
-def test_console_script(tmp_path):
+def test_console_script(tmp_path, fresh_registry):
     """The installed `python -m kernelzoo` entry point, in a fresh process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELZOO_")}
-    proc = subprocess.run([sys.executable, "-m", "kernelzoo", "models", "espcn-x3*"],
+    proc = subprocess.run([sys.executable, "-m", "kernelzoo", "models", "*-test"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["espcn-x3", "espcn-x3-rgb"]
+    assert proc.stdout.split() == kernelzoo.list_models("*-test") != []

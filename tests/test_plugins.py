@@ -250,19 +250,30 @@ def statuses():
     return {p.family: p.status for p in kernelzoo.list_plugins()}
 
 
+def builtin_families() -> list[str]:
+    """The kernelzoo distribution's own families, as its metadata declares them."""
+    from importlib import metadata
+
+    names = sorted(ep.name for ep in metadata.distribution("kernelzoo").entry_points
+                   if ep.group == registry.ENTRY_POINT_GROUP)
+    assert names
+    return names
+
+
 def test_allow_list_by_family(two_plugins, monkeypatch):
-    monkeypatch.setenv("KERNELZOO_PLUGINS", "espcn, alpha")
-    assert statuses() == {"espcn": "ok", "fasterrcnn": "disabled", "alpha": "ok",
+    first, *others = builtin_families()
+    monkeypatch.setenv("KERNELZOO_PLUGINS", f"{first}, alpha")
+    assert statuses() == {first: "ok", **dict.fromkeys(others, "disabled"), "alpha": "ok",
                           "beta": "disabled"}
     assert "kzfake_beta" not in sys.modules
-    with pytest.raises(PluginError, match="'beta' .* is disabled: not in the allow-list "
-                                          "KERNELZOO_PLUGINS='espcn, alpha'"):
+    with pytest.raises(PluginError, match=f"'beta' .* is disabled: not in the allow-list "
+                                          f"KERNELZOO_PLUGINS='{first}, alpha'"):
         kernelzoo.create_model("beta-x2")
 
 
 def test_allow_list_by_distribution_pattern(two_plugins, monkeypatch):
     monkeypatch.setenv("KERNELZOO_PLUGINS", "fake_BETA:*")   # names are normalised
-    assert statuses() == {"espcn": "disabled", "fasterrcnn": "disabled", "alpha": "disabled",
+    assert statuses() == {**dict.fromkeys(builtin_families(), "disabled"), "alpha": "disabled",
                           "beta": "ok"}
     assert kernelzoo.list_models() == ["beta-test", "beta-x2", "beta-x10"]
 
@@ -270,7 +281,8 @@ def test_allow_list_by_distribution_pattern(two_plugins, monkeypatch):
 def test_deny_list_wins_over_allow_list(two_plugins, monkeypatch):
     monkeypatch.setenv("KERNELZOO_PLUGINS", "*")
     monkeypatch.setenv("KERNELZOO_DISABLE_PLUGINS", "alpha")
-    assert statuses() == {"espcn": "ok", "fasterrcnn": "ok", "alpha": "disabled", "beta": "ok"}
+    assert statuses() == {**dict.fromkeys(builtin_families(), "ok"), "alpha": "disabled",
+                          "beta": "ok"}
     assert "kzfake_alpha" not in sys.modules
 
 
@@ -278,10 +290,10 @@ def test_no_third_party(two_plugins, monkeypatch):
     monkeypatch.setenv("KERNELZOO_NO_THIRD_PARTY_PLUGINS", "1")
     infos = kernelzoo.list_plugins()
     assert {p.family: p.status for p in infos} == \
-        {"espcn": "ok", "fasterrcnn": "ok", "alpha": "disabled", "beta": "disabled"}
+        {**dict.fromkeys(builtin_families(), "ok"), "alpha": "disabled", "beta": "disabled"}
     assert all("KERNELZOO_NO_THIRD_PARTY_PLUGINS=1" in p.error for p in infos
                if p.status == "disabled")
-    assert kernelzoo.list_families() == ["espcn", "fasterrcnn"]
+    assert kernelzoo.list_families() == builtin_families()
     assert "kzfake_alpha" not in sys.modules and "kzfake_beta" not in sys.modules
 
 
@@ -332,6 +344,7 @@ LAZY_PROBE = textwrap.dedent("""
     out["after_list_alpha"] = loaded()
     kernelzoo.list_models()
     out["after_list_all"] = loaded()
+    out["torchvision"] = "torchvision" in sys.modules
     print(json.dumps(out))
 """)
 
@@ -354,13 +367,14 @@ def test_import_is_lazy_and_building_imports_one_family(fake_site):
     assert out["after_create"] == ["kernelzoo.plugins", "kernelzoo.plugins.espcn",
                                    "kernelzoo.plugins.espcn.model"]
     assert out["after_list_alpha"] == out["after_create"] + ["kzfake_alpha"]
-    # Listing everything imports the other families (the built-in fasterrcnn's
-    # package, but not its model module, which imports torchvision).
+    # Listing everything imports the other families: each built-in family's
+    # package (and what it imports), never torchvision (the fasterrcnn family
+    # imports it only to build a model).
     new = set(out["after_list_all"]) - set(out["after_list_alpha"])
-    assert {m for m in new if not m.startswith("kernelzoo.plugins.fasterrcnn")} == \
-        {"kzfake_beta"}
-    assert "kernelzoo.plugins.fasterrcnn" in new
-    assert "kernelzoo.plugins.fasterrcnn.model" not in new
+    others = [f"kernelzoo.plugins.{f}" for f in builtin_families() if f != "espcn"]
+    assert {m for m in new if not m.startswith(tuple(others))} == {"kzfake_beta"}
+    assert set(others) <= new
+    assert out["torchvision"] is False
 
 
 # --------------------------------------------------------------------------- the example package

@@ -77,15 +77,20 @@ def test_list_models_patterns(mlp, pattern, expected):
 
 def test_list_models_spans_families(mlp):
     every = kernelzoo.list_models()
-    assert "espcn-x3" in every and "mlp-s10" in every
+    others = [m for f in kernelzoo.list_families() if f != "mlp"
+              for m in kernelzoo.get_family(f).model_names()]
+    assert others and set(every) == set(others) | set(mlp.model_names())
     assert every == sorted(every, key=registry._natural_key)
-    assert kernelzoo.list_models("*x2*") == ["espcn-x2", "espcn-x2-rgb", "mlp-wide-x2"]
+    assert kernelzoo.list_models("*x2*") == sorted(
+        [m for m in every if "x2" in m], key=registry._natural_key)
+    assert "mlp-wide-x2" in kernelzoo.list_models("*x2*")
     with pytest.raises(TypeError, match="pattern must be a string"):
         kernelzoo.list_models(3)
 
 
 def test_list_families(mlp):
-    assert kernelzoo.list_families() == ["espcn", "fasterrcnn", "mlp"]
+    builtin = sorted(p.family for p in kernelzoo.list_plugins() if p.builtin)
+    assert builtin and kernelzoo.list_families() == sorted(builtin + ["mlp"])
 
 
 # --------------------------------------------------------------------------- create_model
@@ -134,9 +139,9 @@ def test_unknown_model_suggests_close_names(mlp):
     msg = str(exc.value)
     assert "family 'mlp' has no preset 's3'" in msg
     assert "did you mean mlp-s1 or mlp-s2" in msg or "did you mean mlp-s2 or mlp-s1" in msg
-    with pytest.raises(UnknownModelError, match="unknown model 'esspcn-x3'; did you mean "
-                                                "espcn-x3"):
-        kernelzoo.create_model("esspcn-x3")
+    with pytest.raises(UnknownModelError, match="unknown model 'mpl-s10'; did you mean "
+                                                "mlp-s10"):
+        kernelzoo.create_model("mpl-s10")
     with pytest.raises(UnknownModelError, match="^unknown model 'zzz' \\(kernelzoo.list_models"):
         kernelzoo.create_model("zzz")
     with pytest.raises(UnknownModelError, match="'mlp' is a model family, not a model; model "
@@ -202,6 +207,46 @@ def test_check_family_passes_a_good_family():
     assert check_family(mlp_family(), compile=False) == ["mlp-test"]
     assert check_family(mlp_family(small=("s1",)), presets=["s1", "s2"], compile=False) == \
         ["mlp-s1", "mlp-s2"]
+
+
+class Counting(MLP):
+    built = 0
+
+    def __init__(self, config):
+        super().__init__(config)
+        Counting.built += 1
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"batch_size": 0}, ValueError, "batch_size must be at least 1, got 0: a batch of 0 "
+                                    "samples would test nothing"),
+    ({"batch_size": -2}, ValueError, "batch_size must be at least 1, got -2"),
+    ({"batch_size": True}, TypeError, "batch_size must be an int, got bool True"),
+    ({"batch_size": 2.0}, TypeError, "batch_size must be an int, got float 2.0"),
+    ({"batch_size": "2"}, TypeError, "batch_size must be an int, got str '2'"),
+    ({"batch_size": None}, TypeError, "batch_size must be an int, got NoneType"),
+    ({"presets": []}, ValueError, "presets=\\[\\] checks nothing"),
+    ({"presets": ["tset"]}, UnknownModelError, "family 'mlp' has no preset 'tset'; did you "
+                                               "mean mlp-test"),
+    ({"seed": "0"}, TypeError, "seed must be an int"),
+    ({"device": "gpu:0"}, ValueError, "invalid device 'gpu:0'"),
+])
+def test_check_family_rejects_arguments_that_test_nothing(kwargs, error, match):
+    Counting.built = 0
+    fam = ModelFamily(name="mlp", build=Counting, presets={"test": MLPConfig()},
+                      example_inputs=mlp_inputs)
+    with pytest.raises(error, match=match):
+        check_family(fam, compile=False, **kwargs)
+    assert Counting.built == 0          # refused before building anything
+
+
+def test_check_family_takes_one_preset_name_and_large_batches():
+    fam = mlp_family(small=("s1",))
+    assert check_family(fam, presets="s2", compile=False, batch_size=5) == ["mlp-s2"]
+    import numpy as np
+
+    assert check_family(fam, presets=("s1",), compile=False, batch_size=np.int64(1)) == \
+        ["mlp-s1"]
 
 
 def test_check_family_needs_a_small_preset():

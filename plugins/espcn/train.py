@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from kernelzoo._progress import Progress
+from kernelzoo._training import (check_batch_fits, check_hyperparameters, check_loss,
+                                 check_save_path)
 from kernelzoo.registry import create_model, model_config
 
 __all__ = ["synthetic_images", "degrade", "bicubic_upsample", "psnr", "evaluate", "fit",
@@ -126,9 +128,12 @@ def evaluate(model, scale: int, channels: int, *, n: int = 32, size: int = 96,
 def train(model_name: str = "espcn-x3", *, save: str | None = None, verbose: bool = True,
           **options) -> dict:
     """``kernelzoo train``: :func:`fit`, then a report; returns the results
-    (JSON-serialisable). ``save`` writes the trained state dict there."""
+    (JSON-serialisable). ``save`` writes the trained state dict there (the
+    path is checked before training)."""
+    if save is not None:
+        save = check_save_path(save)
     model, result = fit(model_name, **options)
-    if save:
+    if save is not None:
         torch.save(model.state_dict(), save)
         result["saved"] = save
     if verbose:
@@ -171,13 +176,19 @@ def fit(model_name: str = "espcn-x3", *, steps: int | None = None,
     steps = (800 if channels == 1 else 2000) if steps is None else steps
     batch_size = 16 if batch_size is None else batch_size
     lr = 5e-3 if lr is None else lr
-    if steps < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"steps and batch_size must be positive and lr > 0, got steps={steps}, "
-                         f"batch_size={batch_size}, lr={lr}")
+    try:
+        check_hyperparameters(steps=steps, batch_size=batch_size, lr=lr)
+    except ValueError as e:
+        raise ValueError(f"steps and batch_size must be positive and lr > 0 (finite): {e}") \
+            from None
     patch = 17 * scale if patch is None else patch
     patch -= patch % scale
     if patch < scale:
         raise ValueError(f"patch must be at least the scale ({scale})")
+    # A lower bound of one step's memory: synthetic_images stacks 13 float32
+    # texture planes per patch, twice (the parts and their concatenation).
+    check_batch_fits(batch_size * 2 * 13 * 4 * patch * patch,
+                     f"a batch of {batch_size} {patch}x{patch} patches", device)
 
     torch.manual_seed(seed)
     model = create_model(model_name, **overrides).to(device)
@@ -199,6 +210,7 @@ def fit(model_name: str = "espcn-x3", *, steps: int | None = None,
         opt.step()
         sched.step()
         losses.append(loss.item())
+        check_loss(losses[-1], step + 1, lr)
         bar.update(step + 1, f"loss {losses[-1]:.5f}")
     bar.close()
     train_s = time.perf_counter() - t0

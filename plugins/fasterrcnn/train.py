@@ -20,6 +20,8 @@ import time
 import torch
 
 from kernelzoo._progress import Progress
+from kernelzoo._training import (check_batch_fits, check_hyperparameters, check_loss,
+                                 check_save_path)
 from kernelzoo.registry import create_model, model_config
 
 from .data import synthetic_detection_batch
@@ -77,9 +79,12 @@ def evaluate(model, *, n: int = 32, score_thresh: float = 0.5, iou_thresh: float
 def train(model_name: str = "fasterrcnn-test", *, save: str | None = None,
           verbose: bool = True, **options) -> dict:
     """``kernelzoo train``: :func:`fit`, then a report; returns the results
-    (JSON-serialisable). ``save`` writes the trained state dict there."""
+    (JSON-serialisable). ``save`` writes the trained state dict there (the
+    path is checked before training)."""
+    if save is not None:
+        save = check_save_path(save)
     model, result = fit(model_name, **options)
-    if save:
+    if save is not None:
         torch.save(model.state_dict(), save)
         result["saved"] = save
     if verbose:
@@ -114,10 +119,19 @@ def fit(model_name: str = "fasterrcnn-test", *, steps: int | None = None,
     steps = 300 if steps is None else steps
     batch_size = 4 if batch_size is None else batch_size
     lr = 1e-3 if lr is None else lr
-    if steps < 1 or batch_size < 1 or not lr > 0 or warmup < 0:
-        raise ValueError(f"steps and batch_size must be positive, lr > 0 and warmup >= 0, got "
-                         f"steps={steps}, batch_size={batch_size}, lr={lr}, warmup={warmup}")
+    try:
+        check_hyperparameters(steps=steps, batch_size=batch_size, lr=lr)
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be a whole number >= 0, got {warmup!r}")
+    except ValueError as e:
+        raise ValueError(f"steps and batch_size must be positive, lr > 0 (finite) and "
+                         f"warmup >= 0: {e}") from None
     config = model_config(model_name, **overrides)
+    # A lower bound of one step's memory: the images (3 float32 planes of up
+    # to min_size x 5/4 min_size pixels) and the transform's resized batch.
+    check_batch_fits(batch_size * 2 * 3 * 4 * config.min_size * (config.min_size * 5 // 4),
+                     f"a batch of {batch_size} images of {config.min_size}x"
+                     f"{config.min_size * 5 // 4} pixels", device)
     torch.manual_seed(seed)
     model = create_model(model_name, **overrides).to(device)
     model.train()
@@ -140,6 +154,7 @@ def fit(model_name: str = "fasterrcnn-test", *, steps: int | None = None,
         opt.step()
         sched.step()
         losses.append(loss.item())
+        check_loss(losses[-1], step + 1, lr)
         parts.append({k: v.item() for k, v in loss_dict.items()})
         bar.update(step + 1, f"loss {losses[-1]:.4f}")
     bar.close()

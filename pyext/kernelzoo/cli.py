@@ -1,11 +1,55 @@
-"""The ``kernelzoo`` command (also ``python -m kernelzoo``)."""
+"""The ``kernelzoo`` command (also ``python -m kernelzoo``).
+
+Every failure ends with one line on stderr (``kernelzoo <command>: ...``) and
+a non-zero exit status: 2 for a usage error (bad arguments, unknown names),
+1 for a failure while working; 130 after Ctrl-C and 141 when the reader of
+the output goes away (``kernelzoo models | head -1``), as a Unix tool killed
+by SIGPIPE reports. Arguments are checked before any work starts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import platform
 import sys
+
+#: Exit status when stdout (or stderr) is a pipe whose reader has gone: 128 + SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+#: Exit status after Ctrl-C: 128 + SIGINT.
+EXIT_INTERRUPTED = 130
+
+
+def _fail(command: str, message: str, code: int = 2) -> int:
+    """Prints ``kernelzoo <command>: <message>`` (one line) to stderr; returns ``code``."""
+    print(f"kernelzoo {command}: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def _jsonable(x):
+    """``x`` with non-finite floats replaced by None (strict JSON has no NaN or Infinity)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(_jsonable(obj), indent=2, default=repr, allow_nan=False))
+
+
+def _check_counts(**counts) -> str | None:
+    """The error for the first option (``--name``: (value, least)) below its least value."""
+    for name, (value, least) in counts.items():
+        if value is not None and value < least:
+            return f"--{name.replace('_', '-')} must be at least {least}, got {value}"
+    return None
 
 
 def _cmd_info(args) -> int:
@@ -29,7 +73,7 @@ def _cmd_info(args) -> int:
     }
     report["families"] = _families_report()
     if args.json:
-        print(json.dumps(report, indent=2))
+        _print_json(report)
         return 0
     print(f"kernelzoo {report['kernelzoo']}")
     print(f"  python {report['python']}, torch {report['torch']} "
@@ -60,34 +104,47 @@ def _fmt(x, spec):
 
 def _cmd_bench(args) -> int:
     from kernelzoo import bench
+    from kernelzoo.bench.registry import check_dtype
 
+    problem = _check_counts(repeats=(args.repeats, 1), warmup=(args.warmup, 0))
+    if problem:
+        return _fail("bench", problem)
+    try:
+        dtypes = [check_dtype(d) for d in args.dtype] if args.dtype else None
+    except ValueError as e:
+        return _fail("bench", f"--dtype: {e}")
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            print("kernelzoo bench: --device cuda needs a visible GPU", file=sys.stderr)
-            return 2
+            return _fail("bench", "--device cuda needs a visible GPU")
     try:
-        todo = bench.list_cases(args.ops)
+        todo = [c for c in bench.list_cases(args.ops) if args.device in c.devices]
     except ValueError as e:
-        print(f"kernelzoo bench: {e}", file=sys.stderr)
-        return 2
+        return _fail("bench", e)
+    if not todo:
+        if args.json:
+            _print_json([])
+        return _fail("bench", f"no benchmark cases for --device {args.device}"
+                              f"{' among ' + ', '.join(args.ops) if args.ops else ''}", 1)
 
     def progress(i, n, c, dt):
         if not args.json:
             print(f"[{i + 1}/{n}] {c.name} {dt} ...", file=sys.stderr, flush=True)
 
-    results = bench.run(args.ops, device=args.device, dtypes=args.dtype, quick=args.quick,
+    results = bench.run(args.ops, device=args.device, dtypes=dtypes, quick=args.quick,
                         progress=progress, repeats=args.repeats, warmup=args.warmup)
-    if not todo or not results:
-        print("kernelzoo bench: no cases for this device", file=sys.stderr)
     if args.json:
         import dataclasses
 
-        print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+        _print_json([dataclasses.asdict(r) for r in results])
     else:
         _print_table(results, args.device)
-    return 1 if any(r.status in ("mismatch", "error") for r in results) else 0
+    bad = [r for r in results if r.status in ("mismatch", "error")]
+    if bad:
+        return _fail("bench", f"{len(bad)} of {len(results)} cases failed "
+                              f"({', '.join(sorted({r.status for r in bad}))})", 1)
+    return 0
 
 
 def _print_table(results, device) -> None:
@@ -181,32 +238,42 @@ def _print_families(families: list[dict]) -> None:
 
 
 def _cmd_models(args) -> int:
+    import dataclasses
+
     import kernelzoo
-    from kernelzoo.registry import model_config
+    from kernelzoo.registry import _describe_exception, model_config
 
     patterns = args.patterns or ["*"]
     with _plain_warnings():
         names = kernelzoo.list_models(patterns)
-        rows = [(n, model_config(n)) for n in names] if args.long or args.json else []
+        rows, broken = [], []
+        if args.long or args.json:
+            for n in names:
+                # A family's config is its own code (a dataclass's __post_init__,
+                # __repr__): one that fails is reported, the others listed.
+                try:
+                    c = model_config(n)
+                    shown = ((dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c))
+                             if args.json else str(c))
+                    rows.append({"model": n, "config": shown})
+                except Exception as e:
+                    rows.append({"model": n, "config": None, "error": _describe_exception(e)})
+                    broken.append(n)
     if args.json:
-        import dataclasses
-
-        def cfg(c):
-            return dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c)
-
-        print(json.dumps([{"model": n, "config": cfg(c)} for n, c in rows], indent=2,
-                         default=repr))
+        _print_json(rows)
     elif args.long:
         width = max(len(n) for n in names) if names else 0
-        for n, c in rows:
-            print(f"{n:<{width}}  {c}")
+        for r in rows:
+            shown = r["config"] if "error" not in r else f"(config failed: {r['error']})"
+            print(f"{r['model']:<{width}}  {shown}")
     else:
         for n in names:
             print(n)
     if not names:
-        print(f"kernelzoo models: no model matches {' '.join(patterns)} "
-              f"(`kernelzoo plugins` shows every plugin and its status)", file=sys.stderr)
-        return 1
+        return _fail("models", f"no model matches {' '.join(patterns)} (`kernelzoo plugins` "
+                               f"shows every plugin and its status)", 1)
+    if broken:
+        return _fail("models", f"the config of {', '.join(broken)} failed to resolve", 1)
     return 0
 
 
@@ -218,7 +285,7 @@ def _cmd_plugins(args) -> int:
     with _plain_warnings(show=False):  # the table says it all
         plugins = kernelzoo.list_plugins()
     if args.json:
-        print(json.dumps([dataclasses.asdict(p) for p in plugins], indent=2))
+        _print_json([dataclasses.asdict(p) for p in plugins])
         return 0
     if not plugins:
         print("no plugins found in the entry-point group kernelzoo.families")
@@ -238,44 +305,85 @@ def _cmd_plugins(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from kernelzoo.registry import PluginError, UnknownModelError, get_family, model_config
+    from kernelzoo._training import check_save_path, out_of_memory_message
+    from kernelzoo.registry import (PluginError, UnknownModelError, _call_plugin,
+                                    _describe_exception, get_family, model_config)
 
+    # Everything that can be checked is checked before the family is imported.
+    problem = _check_counts(steps=(args.steps, 1), batch_size=(args.batch_size, 1),
+                            threads=(args.threads, 1), seed=(args.seed, 0))
+    if problem:
+        return _fail("train", problem)
+    if args.seed >= 2**63:
+        return _fail("train", f"--seed must be below 2**63, got {args.seed}")
+    cpus = os.cpu_count() or 1
+    if args.threads is not None and args.threads > cpus:
+        # More threads than CPUs only makes them wait on each other; far more
+        # overflows or crashes the thread pool.
+        return _fail("train", f"--threads must be at most {cpus} (the CPUs of this machine), "
+                              f"got {args.threads}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        return _fail("train", f"--lr must be a finite number > 0, got {args.lr}")
+    if args.save is not None:
+        try:
+            check_save_path(args.save)
+        except ValueError as e:
+            return _fail("train", f"--save: {e}")
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return _fail("train", "--device cuda needs a visible GPU")
     try:
         with _plain_warnings():
             model_config(args.model)   # validates the name, imports only its family
             family = get_family(args.model.partition("-")[0])
     except (UnknownModelError, PluginError) as e:
-        print(f"kernelzoo train: {e}", file=sys.stderr)
-        return 2
+        return _fail("train", e)
     if family.train is None:
-        print(f"kernelzoo train: family {family.name!r} ships no training example",
-              file=sys.stderr)
-        return 2
+        return _fail("train", f"family {family.name!r} ships no training example")
     options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                  ("lr", args.lr)) if v is not None}
-    import torch
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("kernelzoo train: --device cuda needs a visible GPU", file=sys.stderr)
-        return 2
     if args.threads is not None:
-        if args.threads < 1:
-            print("kernelzoo train: --threads must be at least 1", file=sys.stderr)
-            return 2
         torch.set_num_threads(args.threads)
     try:
-        result = family.train(args.model, seed=args.seed, device=args.device, save=args.save,
-                              progress=not args.no_progress, verbose=not args.json, **options)
-    except ValueError as e:
-        print(f"kernelzoo train: {e}", file=sys.stderr)
-        return 2
+        # With --json, stdout carries the JSON alone: whatever the training
+        # example prints goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            result = _call_plugin(f"{args.model}: the training example", family.train,
+                                  args.model, seed=args.seed, device=args.device,
+                                  save=args.save, progress=not args.no_progress,
+                                  verbose=not args.json, **options)
+    except BrokenPipeError:                  # its report, into a closed pipe: see main()
+        raise
+    except ValueError as e:                  # the family's own argument checks
+        return _fail("train", e)
+    except FloatingPointError as e:          # a diverging run
+        return _fail("train", f"{args.model}: {e}", 1)
+    except Exception as e:
+        oom = out_of_memory_message(e)
+        if oom is not None:
+            size = (f"--batch-size {args.batch_size}" if args.batch_size
+                    else "the default batch size")
+            return _fail("train", f"{args.model}: out of memory with {size} on {args.device} "
+                                  f"({oom}); try a smaller --batch-size", 1)
+        why = str(e) if isinstance(e, PluginError) else _describe_exception(e)
+        return _fail("train", f"training {args.model} failed: {why}", 1)
     if args.json:
-        print(json.dumps(result, indent=2, default=repr))
+        _print_json(result)
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (and a pointer to --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} "
+                     f"(see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kernelzoo", description=__doc__)
+    p = _Parser(prog="kernelzoo", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="versions, build configuration, ops and their backends")
@@ -322,8 +430,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the
+    exit status (also for ``--help`` and usage errors, which argparse ends
+    with ``SystemExit``)."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:
+            sys.stdout.flush()     # --help into a closed pipe
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        code = args.func(args)
+        sys.stdout.flush()     # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_closed_pipes()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        try:
+            print("kernelzoo: interrupted", file=sys.stderr)
+        except Exception:
+            pass
+        return EXIT_INTERRUPTED
+
+
+def _silence_closed_pipes() -> None:
+    """After a BrokenPipeError: points the process's stdout and stderr at
+    /dev/null, so that flushing what is still buffered at exit raises nothing
+    (and prints no "Exception ignored" message)."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not sys.__stdout__ and stream is not sys.__stderr__:
+            continue   # replaced (tests, an embedding program): leave it alone
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 if __name__ == "__main__":

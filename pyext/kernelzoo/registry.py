@@ -49,12 +49,16 @@ not subject to them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import fnmatch
 import inspect
+import io
 import os
 import re
+import signal
+import sys
 import threading
 import warnings
 from typing import Any, Callable, Iterable, Mapping
@@ -96,6 +100,118 @@ class PluginError(RuntimeError):
 
 class PluginWarning(UserWarning):
     """Issued once per plugin that failed to load, conflicts or is incompatible."""
+
+
+# --------------------------------------------------------------------------- running plugin code
+#
+# A plugin is third-party code: importing it, or calling its factory or
+# builder, may raise anything, including what ``except Exception`` does not
+# catch (``sys.exit()``, argparse's ``parse_args()`` on kernelzoo's own
+# command line, ``GeneratorExit``, a custom ``BaseException``). None of that
+# may take the registry, or the process, down. The one exception let through
+# is a real Ctrl-C: a SIGINT that arrived while the plugin code ran.
+
+
+class _SigintWatch:
+    """Records whether SIGINT arrives while plugin code runs, so that a
+    ``KeyboardInterrupt`` from the user (let through) can be told from one a
+    plugin raises itself (a failure like any other).
+
+    It chains to the handler in place, so Ctrl-C behaves as before. Where it
+    cannot watch (not the main thread, a handler not installed from Python)
+    or the plugin installs its own SIGINT handler, every
+    ``KeyboardInterrupt`` counts as real.
+    """
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.watching = False
+        self._prev = None
+
+    def _handler(self, signum, frame):
+        self.hit = True
+        if callable(self._prev):
+            return self._prev(signum, frame)
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_SigintWatch":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        try:
+            prev = signal.getsignal(signal.SIGINT)
+        except (ValueError, OSError):
+            return self
+        if prev in (signal.SIG_IGN, signal.SIG_DFL):
+            # Ctrl-C is ignored or kills the process: no KeyboardInterrupt
+            # that reaches us comes from the user.
+            self.watching = True
+            return self
+        if not callable(prev):
+            return self
+        self._prev = prev
+        try:
+            signal.signal(signal.SIGINT, self._handler)
+        except (ValueError, OSError):
+            return self
+        self.watching = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._prev is None:
+            return
+        try:
+            if signal.getsignal(signal.SIGINT) == self._handler:
+                signal.signal(signal.SIGINT, self._prev)
+            else:
+                self.watching = False   # the plugin installed its own handler
+        except (ValueError, OSError):
+            pass
+
+    def real_interrupt(self, e: BaseException) -> bool:
+        """Whether ``e`` is a KeyboardInterrupt to let through."""
+        return isinstance(e, KeyboardInterrupt) and (self.hit or not self.watching)
+
+
+def _describe_exception(e: BaseException) -> str:
+    """``Type: message`` on one line; says what a ``SystemExit`` means."""
+    name = type(e).__name__
+    if isinstance(e, SystemExit):
+        return (f"SystemExit({e.code!r}): the plugin called sys.exit() (argparse's "
+                f"parse_args() does, on command-line arguments it does not understand)")
+    text = " ".join(str(e).split())
+    return f"{name}: {text}" if text else name
+
+
+def _condense_output(text: str, limit: int = 400) -> str:
+    """What a plugin printed, on one line: non-empty lines joined by ' | '."""
+    lines = [" ".join(ln.split()) for ln in text.splitlines()]
+    one = " | ".join(ln for ln in lines if ln)
+    return one if len(one) <= limit else one[:limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """Redirects ``sys.stdout`` and ``sys.stderr`` into one buffer while a
+    plugin is imported (output written to the file descriptors directly, by C
+    code, is not captured)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        yield buf
+
+
+def _call_plugin(what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, plugin code: an ``Exception`` passes through
+    unchanged; any other ``BaseException`` but a real Ctrl-C becomes a
+    :class:`PluginError` (``"<what> raised SystemExit(2): ..."``) chained to it."""
+    with _SigintWatch() as watch:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            raise
+        except BaseException as e:
+            if watch.real_interrupt(e):
+                raise
+            raise PluginError(f"{what} raised {_describe_exception(e)}") from e
 
 
 # --------------------------------------------------------------------------- families
@@ -247,12 +363,18 @@ class ModelFamily:
                 f"valid keys: {', '.join(valid)}")
         if isinstance(config, dict):
             return {**config, **overrides}
-        return dataclasses.replace(config, **overrides)
+        # The dataclass's __init__/__post_init__ is plugin code.
+        return _call_plugin(f"family {self.name!r}: the config of {self.name}-{preset}",
+                            dataclasses.replace, config, **overrides)
 
     def create(self, preset: str, **overrides):
         """Builds ``preset`` with ``overrides`` applied."""
         config = self.config(preset, **overrides)
-        model = self.build(**config) if isinstance(config, dict) else self.build(config)
+        what = f"family {self.name!r}: building {self.name}-{preset}"
+        if isinstance(config, dict):
+            model = _call_plugin(what, self.build, **config)
+        else:
+            model = _call_plugin(what, self.build, config)
         import torch
 
         if not isinstance(model, torch.nn.Module):
@@ -319,6 +441,33 @@ class _Provider:
     def info(self) -> PluginInfo:
         return PluginInfo(self.family_name, self.distribution, self.version, self.ep_text,
                           self.status, self.error, self.builtin)
+
+
+def _entry_point_value_problem(value) -> str | None:
+    """What is wrong with an entry point's value for kernelzoo (``None`` if
+    nothing): it must be ``module:attribute`` (dotted Python names, optionally
+    followed by ``[extras]``); a module alone cannot be a family."""
+    if not isinstance(value, str) or not value.strip():
+        return "it is empty"
+    v = value.strip()
+    if "[" in v or "]" in v:
+        head, sep, extras = v.partition("[")
+        if not sep or not extras.endswith("]") or "[" in extras or "]" in extras[:-1]:
+            return "unbalanced brackets"
+        v = head.rstrip()
+    if ":" not in v:
+        return "no ':attribute' part (a module alone cannot be a family)"
+    if v.count(":") > 1:
+        return "more than one ':'"
+    module, _, attr = (t.strip() for t in v.partition(":"))
+    if not module:
+        return "no module before ':'"
+    if not attr:
+        return "no attribute after ':'"
+    for ref in (module, attr):
+        if not all(part.isidentifier() for part in ref.split(".")):
+            return f"{ref!r} is not a dotted Python name"
+    return None
 
 
 def _normalize_dist(name: str) -> str:
@@ -418,6 +567,16 @@ class _Registry:
                        f"lowercase letters, digits and '_'")
             p.exc = ValueError(p.error)
             self._warn(p)
+        elif (problem := _entry_point_value_problem(ep.value)) is not None:
+            # Caught here, before importlib.metadata fails on it with an
+            # unhelpful "'NoneType' object has no attribute 'group'".
+            dist = repr(dist_name) if dist_name else "unknown"
+            p.status = "failed"
+            p.error = (f"malformed value {ep.value!r} of entry point {ep.name!r} (distribution "
+                       f"{dist}): {problem}; expected 'module:attribute', e.g. "
+                       f"'{ep.name} = my_plugin:family'")
+            p.exc = ValueError(p.error)
+            self._warn(p)
         return p
 
     def _resolve_conflicts(self) -> None:
@@ -453,32 +612,55 @@ class _Registry:
         with self._lock:
             if p.loaded or p.status != "ok" or p.entry_point is None:
                 return
-            try:
-                obj = p.entry_point.load()
-                family = obj if isinstance(obj, ModelFamily) else None
-                if family is None and callable(obj) and not isinstance(obj, type):
-                    family = obj()
-                if not isinstance(family, ModelFamily):
-                    got = obj if family is None else family
-                    raise TypeError(f"entry point yields {type(got).__name__} {got!r:.80}, "
-                                    f"not a kernelzoo.ModelFamily (or a zero-argument "
-                                    f"callable returning one)")
-                if family.name != p.family_name:
-                    raise ValueError(f"entry point {p.family_name!r} yields a family named "
-                                     f"{family.name!r}; the names must match")
-            except Exception as e:
-                p.loaded = True
-                p.status, p.exc = "failed", e
-                p.error = f"{type(e).__name__}: {e}"
+            # Importing the plugin and calling its factory run third-party
+            # code: whatever it raises (sys.exit() included) or prints is
+            # kept away from the caller; see _call_plugin.
+            failure = None
+            with _SigintWatch() as watch, _captured_output() as output:
+                try:
+                    family = self._load_family(p)
+                except BaseException as e:
+                    if watch.real_interrupt(e):
+                        raise
+                    failure = e
+            printed = output.getvalue()
+            p.loaded = True
+            if failure is not None:
+                p.status, p.exc = "failed", failure
+                p.error = _describe_exception(failure)
+                if printed.strip():
+                    p.error += f" (it printed while loading: {_condense_output(printed)})"
                 self._warn(p)
                 return
-            p.loaded = True
+            if printed:
+                # A plugin that loads but talks: its text goes to stderr,
+                # never into the caller's stdout (`kernelzoo models --json`).
+                try:
+                    sys.stderr.write(printed)
+                except Exception:
+                    pass
             if family.api_version not in SUPPORTED_API_VERSIONS:
                 p.status = "incompatible"
                 p.error = _incompatible_message(family)
                 self._warn(p)
                 return
             p.family = family
+
+    @staticmethod
+    def _load_family(p: _Provider) -> ModelFamily:
+        obj = p.entry_point.load()
+        family = obj if isinstance(obj, ModelFamily) else None
+        if family is None and callable(obj) and not isinstance(obj, type):
+            family = obj()
+        if not isinstance(family, ModelFamily):
+            got = obj if family is None else family
+            raise TypeError(f"entry point yields {type(got).__name__} {got!r:.80}, "
+                            f"not a kernelzoo.ModelFamily (or a zero-argument "
+                            f"callable returning one)")
+        if family.name != p.family_name:
+            raise ValueError(f"entry point {p.family_name!r} yields a family named "
+                             f"{family.name!r}; the names must match")
+        return family
 
     # -- lookups
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import numbers
 from typing import Any
 
 import torch
 
-from .registry import ModelFamily, get_family
+from .registry import (ModelFamily, PluginError, _describe_exception, _SigintWatch,
+                       get_family)
 
 __all__ = ["check_family", "FamilyCheckError"]
 
@@ -68,7 +70,8 @@ def _compare(what: str, got: list, want: list, rtol, atol) -> None:
             raise FamilyCheckError(f"{what}: output {i} differs: {e}") from None
 
 
-def check_family(family_or_name: ModelFamily | str, *, presets: list[str] | None = None,
+def check_family(family_or_name: ModelFamily | str, *,
+                 presets: list[str] | str | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 2,
                  compile: bool = True, fullgraph: bool = True,
                  compile_backend: str = "inductor", seed: int = 0) -> list[str]:
@@ -99,20 +102,38 @@ def check_family(family_or_name: ModelFamily | str, *, presets: list[str] | None
     (a detector's labels as well as its boxes and scores); the forward and
     backward checks use the floating-point ones.
 
+    The family's code may raise anything: ``sys.exit()`` or another
+    ``BaseException`` in ``build``, ``example_inputs`` or the forward fails
+    its step like an exception (only a real Ctrl-C interrupts the check).
+
+    Arguments that would check nothing are refused before anything is built:
+    ``batch_size`` must be an int >= 1 (``ValueError``; ``TypeError`` for a
+    bool, float or string), ``presets`` (a list of names, or one name) must
+    not be empty and must name presets of the family (``UnknownModelError``
+    otherwise), ``seed`` an int and ``device`` a valid torch device.
+
     Raises :class:`FamilyCheckError` (an ``AssertionError``) naming the model
     and the step that failed. Returns the names of the models checked.
     """
+    _check_arguments(batch_size=batch_size, seed=seed, device=device)
     family = get_family(family_or_name) if isinstance(family_or_name, str) else family_or_name
     if not isinstance(family, ModelFamily):
         raise TypeError(f"check_family expects a ModelFamily or a family name, got "
                         f"{type(family).__name__}")
+    if presets is not None:
+        presets = [presets] if isinstance(presets, str) else list(presets)
+        if not presets:
+            raise ValueError("check_family: presets=[] checks nothing; leave it out (None) to "
+                             "check the family's small presets")
+        for p in presets:
+            family._preset(p)   # UnknownModelError naming the family's presets
     for p in family.presets:
         try:
             family.config(p)
         except Exception as e:
             raise FamilyCheckError(f"{family.name}-{p}: its config does not resolve: "
-                                   f"{type(e).__name__}: {e}") from e
-    todo = list(presets) if presets is not None else family.small_presets
+                                   f"{_describe(e)}") from e
+    todo = presets if presets is not None else family.small_presets
     if not todo:
         raise FamilyCheckError(
             f"family {family.name!r} has no small preset to test: add a tiny '<family>-test' "
@@ -130,15 +151,47 @@ def check_family(family_or_name: ModelFamily | str, *, presets: list[str] | None
     return checked
 
 
+def _check_arguments(*, batch_size, seed, device) -> None:
+    """Rejects arguments that would make check_family test nothing, or fail
+    later with an error that does not say why."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"check_family: batch_size must be an int, got "
+                        f"{type(batch_size).__name__} {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"check_family: batch_size must be at least 1, got {batch_size}: a "
+                         f"batch of {batch_size} samples would test nothing")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"check_family: seed must be an int, got {type(seed).__name__} "
+                        f"{seed!r}")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"check_family: invalid device {device!r}: {e}") from None
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, PluginError) and e.__cause__ is not None \
+            and not isinstance(e.__cause__, Exception):
+        e = e.__cause__             # the build's SystemExit & co., as ModelFamily.create saw it
+    if not isinstance(e, Exception):
+        return _describe_exception(e)
+    return f"{type(e).__name__}: {e}"   # multi-line messages (TorchDynamo's) kept whole
+
+
 def _check_preset(family: ModelFamily, preset: str, *, device, batch_size, compile,
                   fullgraph, backend, seed) -> None:
     def step(what, fn, *args):
-        try:
-            return fn(*args)
-        except FamilyCheckError:
-            raise
-        except Exception as e:
-            raise FamilyCheckError(f"{what} raised {type(e).__name__}: {e}") from e
+        # The family's code may raise anything, sys.exit() included: every
+        # failure but a real Ctrl-C is reported as this step's.
+        with _SigintWatch() as watch:
+            try:
+                return fn(*args)
+            except FamilyCheckError:
+                raise
+            except BaseException as e:
+                if watch.real_interrupt(e):
+                    raise
+                raise FamilyCheckError(f"{what} raised {_describe(e)}") from e
 
     torch.manual_seed(seed)
     model = step("build", family.create, preset).to(device)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
+import math
+import numbers
 import pkgutil
 import statistics
 import time
@@ -11,7 +14,8 @@ from typing import Callable, Iterable
 
 import torch
 
-__all__ = ["Bench", "Case", "Result", "case", "list_cases", "run", "run_case", "skip"]
+__all__ = ["Bench", "Case", "Result", "case", "check_dtype", "check_timing", "dtype_names",
+           "list_cases", "run", "run_case", "skip"]
 
 
 @dataclasses.dataclass
@@ -95,7 +99,7 @@ def _load_cases() -> None:
 def list_cases(ops: Iterable[str] = ()) -> list[Case]:
     """Registered cases, optionally only those of the given ops."""
     _load_cases()
-    ops = list(ops)
+    ops = [ops] if isinstance(ops, str) else list(ops)
     unknown = sorted(set(ops) - {c.op for c in _CASES})
     if unknown:
         known = ", ".join(sorted({c.op for c in _CASES}))
@@ -174,8 +178,40 @@ def _measure(fns: dict[str, Callable[[], object]], device: str, warmup: int, rep
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def check_timing(*, warmup: int = 3, repeats: int = 15, min_time: float = 0.005) -> None:
+    """Raises ``ValueError`` (``TypeError`` for a wrong type) unless the timing
+    options can give a measurement: ``repeats >= 1`` (the median of no sample
+    does not exist), ``warmup >= 0``, ``min_time`` finite and ``>= 0``."""
+    for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
+    if isinstance(min_time, bool) or not isinstance(min_time, numbers.Real) \
+            or not math.isfinite(min_time) or min_time < 0:
+        raise ValueError(f"min_time must be a finite number of seconds >= 0, got {min_time!r}")
+
+
+def dtype_names() -> list[str]:
+    """The names ``--dtype`` accepts: torch's dtypes (``float32``, ``bfloat16``, ...)."""
+    return sorted(n for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype))
+
+
+def check_dtype(name: str) -> str:
+    """``name`` if it names a torch dtype; otherwise ``ValueError`` with the
+    closest names."""
+    if isinstance(name, str) and isinstance(getattr(torch, name, None), torch.dtype):
+        return name
+    close = difflib.get_close_matches(str(name), dtype_names(), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ValueError(f"unknown dtype {name!r}{hint} (a torch dtype name such as float32, "
+                     f"float16, bfloat16)")
+
+
 def run_case(c: Case, device: str, dtype: str, *, quick: bool = False, warmup: int = 3,
              repeats: int = 15, min_time: float = 0.005) -> Result:
+    check_timing(warmup=warmup, repeats=repeats, min_time=min_time)
+    check_dtype(dtype)
     res = Result(c.op, c.name, device, dtype)
     try:
         b = c.fn(device, getattr(torch, dtype), quick)
@@ -219,12 +255,21 @@ def skip(reason: str):
 def run(ops: Iterable[str] = (), device: str = "cpu", dtypes: Iterable[str] | None = None,
         quick: bool = False, progress: Callable[[int, int, Case, str], None] | None = None,
         **timing) -> list[Result]:
-    """Runs the matching cases and returns their results."""
+    """Runs the matching cases and returns their results.
+
+    The arguments are checked before any case runs: ``ValueError`` for an op
+    without cases, an unknown dtype, or timing options that cannot give a
+    measurement (see :func:`check_timing`).
+    """
+    check_timing(**timing)
+    if isinstance(dtypes, str):
+        dtypes = [dtypes]
+    dtypes = list(dict.fromkeys(check_dtype(d) for d in dtypes)) if dtypes else None
     todo = []
     for c in list_cases(ops):
         if device not in c.devices:
             continue
-        for dt in (list(dtypes) if dtypes else c.dtypes):
+        for dt in (dtypes or c.dtypes):
             todo.append((c, dt))
     results = []
     for i, (c, dt) in enumerate(todo):
