@@ -396,6 +396,26 @@ TEST(RoiEmulationPaths, InvalidBatchIndexGivesZeros) {
   }
 }
 
+// An argmax outside [0, H*W) is not one roi_pool returned: both CUDA backward
+// paths skip it (the CPU kernel raises an error for it), the others still count.
+TEST(RoiEmulationPaths, PoolBackwardSkipsArgmaxOutsideThePlane) {
+  const at::Tensor x = make_input({1, 2, 5, 6}, at::kFloat, Layout::Contiguous, 8);
+  const at::Tensor rois = make_boxes(1, 3, 5, 6, 1.0, 95).to(at::kFloat);
+  const rd::Args pa{1.0, 2, 2};
+  const at::Tensor argmax = std::get<1>(kernelzoo::roi_pool(x, rois, 1.0, 2, 2));
+  const at::Tensor grad = make_input({3, 2, 2, 2}, at::kFloat, Layout::Contiguous, 96);
+  at::Tensor bad = argmax.clone();
+  bad[0][0][0][0] = 30;  // == H * W
+  bad[1][1][1][1] = 1000;
+  at::Tensor grad_kept = grad.clone();
+  grad_kept[0][0][0][0] = 0.0f;
+  grad_kept[1][1][1][1] = 0.0f;
+  const at::Tensor want = cpu_pool_backward(grad_kept, rois, argmax, pa, x);
+  for (Path path : {Path::Atomic, Path::Deterministic}) {
+    expect_close(emulate_pool_backward(grad, rois, bad, pa, x, path), want, "argmax outside the plane");
+  }
+}
+
 // roi_pool's maximum is strict, as torchvision's: ties go to the first pixel in
 // row-major order, NaN is never selected, and a bin of -inf keeps argmax -1.
 TEST(RoiEmulationPaths, PoolTiesNanAndInfinities) {

@@ -244,6 +244,26 @@ __global__ void cp_async_kernel(const float* src, float* out, int valid) {
   for (int i = 0; i < 4; ++i) out[64 + 4 * ((t + 3) % 16) + i] = stage[1][4 * ((t + 3) % 16) + i];
 }
 
+// Every thread copies its 16 bytes without committing, then waits for all of
+// them (wait_all covers uncommitted copies too); another thread reads them.
+__global__ void cp_async_wait_all_kernel(const float* src, float* out) {
+  __shared__ __align__(16) float stage[64];
+  kernelzoo::mma::cp_async<16>(&stage[4 * threadIdx.x], src + 4 * threadIdx.x);
+  kernelzoo::mma::cp_async_wait_all();
+  __syncthreads();
+  const int u = (threadIdx.x + 5) % 16;
+  for (int i = 0; i < 4; ++i) out[4 * u + i] = stage[4 * u + i];
+}
+
+// pack2 of two floats and the unpack helpers, per element type.
+template <typename T>
+__global__ void pack_unpack_kernel(const float* in, float* out) {
+  const int t = threadIdx.x;
+  const uint32_t r = kernelzoo::mma::pack2<T>(in[2 * t], in[2 * t + 1]);
+  out[2 * t] = kernelzoo::mma::unpack_lo<T>(r);
+  out[2 * t + 1] = kernelzoo::mma::unpack_hi<T>(r);
+}
+
 // Reads a cp.async destination before waiting for it (a bug).
 __global__ void cp_async_early_read_kernel(const float* src, float* out) {
   __shared__ __align__(16) float stage[64];
@@ -591,6 +611,24 @@ TEST(CudaHarness, CpAsyncGroupsAndZeroFill) {
     }
   }
 }
+
+TEST(CudaHarness, CpAsyncWaitAllCoversUncommittedCopies) {
+  const auto src = random_floats(64, 31);
+  std::vector<float> out(64, -7.f);
+  launch(cp_async_wait_all_kernel, 1, 16, 0, src.data(), out.data());
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(out[i], src[i]) << i;
+}
+
+// pack2(float, float) rounds each value to T, low half first; unpack_* read them back.
+template <typename T>
+void check_pack_unpack() {
+  const auto in = random_floats(64, 32);
+  std::vector<float> out(64, -7.f);
+  launch(pack_unpack_kernel<T>, 1, 32, 0, in.data(), out.data());
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(out[i], static_cast<float>(T(in[i]))) << i;
+}
+TEST(CudaHarness, PackAndUnpackHalf) { check_pack_unpack<c10::Half>(); }
+TEST(CudaHarness, PackAndUnpackBFloat16) { check_pack_unpack<c10::BFloat16>(); }
 
 // --- reported failures ------------------------------------------------------------
 std::string launch_error(void (*fn)()) {
