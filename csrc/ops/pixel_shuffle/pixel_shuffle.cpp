@@ -3,6 +3,7 @@
 #include "pixel_shuffle.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/_empty_affine_quantized.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -22,7 +23,12 @@ Problem prepare(const at::Tensor& input, int64_t factor, Direction direction) {
               " expects input to have at least 3 dimensions, but got input with ",
               input.dim(), " dimension(s)");
   TORCH_CHECK(factor > 0, op, " expects a positive ", factor_name, ", but got ", factor);
-  TORCH_CHECK(!input.is_quantized(), op, " does not support quantized tensors");
+  // Quantized tensors (QuantizedCPU kernels) move their integers; the output
+  // keeps the input's scale and zero point. A per-channel scheme would need
+  // its parameters permuted with the channels: torch rejects it too.
+  TORCH_CHECK(!input.is_quantized() || input.qscheme() == at::kPerTensorAffine, op,
+              " supports per-tensor affine quantized tensors only, but got ",
+              c10::toString(input.qscheme()));
   const int64_t c = input.size(-3), h = input.size(-2), w = input.size(-1);
   const int64_t r = factor;
   // r*r overflows only for factors no tensor could satisfy; reject them plainly.
@@ -51,8 +57,13 @@ Problem prepare(const at::Tensor& input, int64_t factor, Direction direction) {
       input.dim() == 4 && input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   Problem p;
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  p.output = input.is_cpu() ? empty_cpu_output(out_sizes, input.options(), format)
-                            : at::empty(out_sizes, input.options().memory_format(format));
+  if (input.is_quantized()) {
+    p.output = at::_empty_affine_quantized(out_sizes, input.options(), input.q_scale(),
+                                           input.q_zero_point(), format);
+  } else {
+    p.output = input.is_cpu() ? empty_cpu_output(out_sizes, input.options(), format)
+                              : at::empty(out_sizes, input.options().memory_format(format));
+  }
   p.channels_last = channels_last;
   p.direction = direction;
   p.elem_size = static_cast<int64_t>(input.element_size());

@@ -206,3 +206,10 @@ TORCH_LIBRARY_IMPL(kernelzoo, CPU, m) {
   m.impl("pixel_shuffle", &kernelzoo::pixel_shuffle_detail::pixel_shuffle_cpu);
   m.impl("pixel_unshuffle", &kernelzoo::pixel_shuffle_detail::pixel_unshuffle_cpu);
 }
+
+// Quantized (quint8, qint8, qint32, ... per-tensor affine) tensors, as torch's
+// pixel_shuffle takes them: the same permutation of their integers.
+TORCH_LIBRARY_IMPL(kernelzoo, QuantizedCPU, m) {
+  m.impl("pixel_shuffle", &kernelzoo::pixel_shuffle_detail::pixel_shuffle_cpu);
+  m.impl("pixel_unshuffle", &kernelzoo::pixel_shuffle_detail::pixel_unshuffle_cpu);
+}
