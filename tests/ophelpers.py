@@ -56,11 +56,15 @@ def call_in_mode(mode, fn, *args, **kwargs):
     raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
 
 
-def assert_raises(mode, exc_type, message, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in ``mode`` raises ``exc_type`` with ``message``
-    (literally) in its text. Returns the exception."""
-    with pytest.raises(exc_type, match=re.escape(message)) as info:
+def assert_raises(mode, exc_types, message, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in ``mode`` raises an exception with ``message``
+    (literally) in its text that is an instance of ``exc_types`` (a type, or a
+    tuple of types the exception is each of). Returns the exception."""
+    exc_types = exc_types if isinstance(exc_types, tuple) else (exc_types,)
+    with pytest.raises(exc_types, match=re.escape(message)) as info:
         call_in_mode(mode, fn, *args, **kwargs)
+    for t in exc_types:
+        assert isinstance(info.value, t), f"{type(info.value).__name__} is no {t.__name__}"
     return info.value
 
 

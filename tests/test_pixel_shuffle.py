@@ -320,7 +320,7 @@ def test_torch_compile_of_the_functions():
 
 # --- errors ---------------------------------------------------------------------
 
-ERRORS = [  # (function, args, exception type(s), message)
+ERRORS = [  # (function, args, exception type(s) it is each of, message)
     (ops.pixel_shuffle, (torch.zeros(4, 4), 2), RuntimeError,
      "pixel_shuffle expects input to have at least 3 dimensions, but got input with 2 dimension(s)"),
     (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), 0), RuntimeError,
@@ -367,9 +367,7 @@ ERRORS = [  # (function, args, exception type(s), message)
 @pytest.mark.parametrize("fn,args,exc_types,message", ERRORS)
 @pytest.mark.parametrize("mode", MODES)
 def test_error_messages(fn, args, exc_types, message, mode):
-    exc = assert_raises(mode, exc_types, message, fn, *args)
-    for t in exc_types if isinstance(exc_types, tuple) else (exc_types,):
-        assert isinstance(exc, t)
+    assert_raises(mode, exc_types, message, fn, *args)
 
 
 def test_integer_like_factors_are_taken():

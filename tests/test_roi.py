@@ -721,7 +721,7 @@ def _size_message(op, size):
     return f"{op}: output_size must be an int or a pair of ints (height, width), but got {size}"
 
 
-ERRORS = [  # (name, op, args, exception type, message)
+ERRORS = [  # (name, op, args, exception type(s) it is each of, message)
     ("input rank", "roi_align", (torch.zeros(3, 5, 6), R, 2), RuntimeError,
      "roi_align: expected input of shape (N, C, H, W), but got a tensor with 3 dimension(s), of "
      "shape [3, 5, 6]"),
@@ -784,9 +784,7 @@ ERRORS = [  # (name, op, args, exception type, message)
 @pytest.mark.parametrize("name,op,args,exc_types,message", ERRORS, ids=[e[0] for e in ERRORS])
 @pytest.mark.parametrize("mode", MODES)
 def test_error_messages(name, op, args, exc_types, message, mode):
-    exc = assert_raises(mode, exc_types, message, getattr(ops, op), *args)
-    for t in exc_types if isinstance(exc_types, tuple) else (exc_types,):
-        assert isinstance(exc, t)
+    assert_raises(mode, exc_types, message, getattr(ops, op), *args)
 
 
 @pytest.mark.parametrize("mode", ["eager", "meta"])
