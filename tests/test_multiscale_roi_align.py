@@ -13,6 +13,8 @@ import torch
 
 import kernelzoo
 from kernelzoo.nn import MultiScaleRoIAlign, MultiScaleRoIPool
+from kernelzoo.nn.multiscale_roi_align import _multiscale_pool
+from ophelpers import check_export, check_fx, check_script
 
 torchvision = pytest.importorskip("torchvision")
 import torchvision.ops.poolers as tv_poolers  # noqa: E402
@@ -331,10 +333,123 @@ def test_errors():
 def test_repr_and_attributes():
     layer = MultiScaleRoIAlign(["0", "1"], 7, 2)
     assert (layer.featmap_names, layer.output_size, layer.sampling_ratio) == (["0", "1"], (7, 7), 2)
+    # With the default canonical scale and level, torchvision's repr exactly;
+    # other values are shown (torchvision's repr never shows them).
     assert repr(layer) == ("MultiScaleRoIAlign(featmap_names=['0', '1'], output_size=(7, 7), "
-                           "sampling_ratio=2, canonical_scale=224, canonical_level=4)")
+                           "sampling_ratio=2)")
+    assert repr(layer) == repr(torchvision.ops.MultiScaleRoIAlign(["0", "1"], (7, 7), 2))
+    assert repr(MultiScaleRoIAlign(["0"], (7, 5), -1, canonical_scale=56)) == (
+        "MultiScaleRoIAlign(featmap_names=['0'], output_size=(7, 5), sampling_ratio=-1, "
+        "canonical_scale=56, canonical_level=4)")
     assert repr(MultiScaleRoIPool(["0"], [5])) == (
+        "MultiScaleRoIPool(featmap_names=['0'], output_size=(5, 5))")
+    assert repr(MultiScaleRoIPool(["0"], 5, canonical_level=3)) == (
         "MultiScaleRoIPool(featmap_names=['0'], output_size=(5, 5), canonical_scale=224, "
-        "canonical_level=4)")
+        "canonical_level=3)")
     assert isinstance(kernelzoo.nn.MultiScaleRoIAlign, type)
     assert {"MultiScaleRoIAlign", "MultiScaleRoIPool"} <= set(kernelzoo.nn.__all__)
+
+
+# --------------------------------------------------------------------------- drop-in
+
+
+def _layers():
+    return [MultiScaleRoIAlign(NAMES, 5, 2, canonical_scale=56),
+            MultiScaleRoIAlign(["2"], (4, 3), -1),
+            MultiScaleRoIPool(NAMES, (3, 4), canonical_scale=56)]
+
+
+def _inputs():
+    x = pyramid(n=2, h=64, w=64)
+    shapes = [(256, 256), (250, 256)]
+    boxes = [random_boxes(30, 256, 256, seed=12), random_boxes(12, 250, 256, seed=13)]
+    return x, boxes, shapes
+
+
+def test_torchscript():
+    """Scripted layers (and scripted, saved and loaded) give the eager layers'
+    values, as torchvision's MultiScaleRoIAlign is scriptable."""
+    x, boxes, shapes = _inputs()
+    for layer in _layers():
+        check_script(layer, x, boxes, shapes)
+    # one image without boxes
+    check_script(_layers()[0], x, [boxes[0], torch.zeros(0, 4)], shapes)
+
+
+def test_torch_fx():
+    """symbolic_trace keeps the pooling as one call node (torch.fx.wrap), as
+    torchvision's layer, instead of failing on the loops over levels and boxes."""
+    x, boxes, shapes = _inputs()
+    for layer in _layers():
+        check_fx(layer, x, boxes, shapes, calls=[_multiscale_pool])
+
+
+class _Head(torch.nn.Module):
+    """A small detection head: a conv over two pyramid levels, the pooler, a linear layer."""
+
+    def __init__(self, pooler):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.pooler = pooler
+        self.fc = torch.nn.Linear(4 * 5 * 5, 3)
+
+    def forward(self, f0, f1, boxes):
+        feats = {"0": torch.relu(self.conv(f0)), "1": torch.relu(self.conv(f1))}
+        pooled = self.pooler(feats, boxes, [(256, 256), (250, 256)])
+        return self.fc(pooled.flatten(1))
+
+
+def test_feature_extraction():
+    """torchvision.models.feature_extraction traces models with the layer (it
+    is no leaf module there, unlike torchvision's own): the extractor gives
+    the pooled features and the model's output."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    x, boxes, _ = _inputs()
+    f0, f1 = x["0"].detach(), x["1"].detach()
+    for pooler in [MultiScaleRoIAlign(["0", "1"], 5, 2, canonical_scale=56),
+                   MultiScaleRoIPool(["0", "1"], 5, canonical_scale=56)]:
+        model = _Head(pooler).eval()
+        extractor = create_feature_extractor(model, {"pooler": "pooled", "fc": "out"})
+        got = extractor(f0, f1, boxes)
+        feats = {"0": torch.relu(model.conv(f0)), "1": torch.relu(model.conv(f1))}
+        assert torch.equal(got["pooled"], pooler(feats, boxes, [(256, 256), (250, 256)]))
+        assert torch.equal(got["out"], model(f0, f1, boxes))
+
+
+def test_feature_extraction_node_names():
+    # torchvision's own test of its layer (test_is_leaf_node): a module calling
+    # the layer has its inputs and one node for the pooling.
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, a, b, c):
+            return self.layer(a, b, c)
+
+    for layer in [MultiScaleRoIAlign(["0"], (7, 7), 2), MultiScaleRoIPool(["0", "1"], 7)]:
+        train, evaluation = get_graph_node_names(Wrapper(layer))
+        assert train == evaluation and len(train) == 4, train
+
+
+def test_torch_export():
+    x, boxes, shapes = _inputs()
+    x = {k: v.detach() for k, v in x.items()}
+    for layer, op in zip(_layers(), ["roi_align", "roi_align", "roi_pool"]):
+        check_export(_Fixed(layer, shapes), x, boxes, ops=[op])
+
+
+class _Fixed(torch.nn.Module):
+    """The layer with its image shapes fixed (torch.export takes tensors and
+    containers of them as inputs; the shapes are Python ints)."""
+
+    def __init__(self, layer, shapes):
+        super().__init__()
+        self.layer, self.shapes = layer, shapes
+
+    def forward(self, x, boxes):
+        return self.layer(x, boxes, self.shapes)

@@ -2,6 +2,7 @@
 plain-PyTorch reference, autograd, opcheck, torch.compile and the error messages."""
 
 import itertools
+import operator
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 
 import kernelzoo
 from kernelzoo import ops, reference
+from ophelpers import (MODES, CallFn, assert_raises, assert_raises_like_peer,
+                       check_compile, check_export, check_fx, check_script, opcheck, script)
 
 ALL_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
               torch.float16, torch.bfloat16, torch.float32, torch.float64,
@@ -240,9 +243,9 @@ OPCHECK_SAMPLES = [
 @pytest.mark.parametrize("sample", range(len(OPCHECK_SAMPLES)))
 def test_opcheck(sample):
     x, r = OPCHECK_SAMPLES[sample]
-    torch.library.opcheck(torch.ops.kernelzoo.pixel_shuffle.default, (x.requires_grad_(), r))
+    opcheck(torch.ops.kernelzoo.pixel_shuffle.default, (x.requires_grad_(), r))
     hi = F.pixel_shuffle(x.detach(), r).requires_grad_()
-    torch.library.opcheck(torch.ops.kernelzoo.pixel_unshuffle.default, (hi, r))
+    opcheck(torch.ops.kernelzoo.pixel_unshuffle.default, (hi, r))
 
 
 class SubPixel(torch.nn.Module):
@@ -278,55 +281,143 @@ def test_layers_match_torch_layers():
     assert repr(kernelzoo.nn.PixelUnshuffle(2)) == "PixelUnshuffle(downscale_factor=2)"
 
 
+# --- drop-in: TorchScript, torch.fx, torch.export ----------------------------------
+
+def test_torchscript():
+    lo = make((2, 18, 4, 5), torch.float64).requires_grad_()
+    hi = make((2, 2, 6, 9), torch.float64).requires_grad_()
+    check_script(ops.pixel_shuffle, lo, 3)
+    check_script(ops.pixel_unshuffle, hi, 3)
+    check_script(kernelzoo.nn.PixelShuffle(3), lo)
+    check_script(kernelzoo.nn.PixelUnshuffle(3), hi)
+    check_script(SubPixel(), make((2, 3, 6, 10), torch.float32).requires_grad_())
+
+
+def test_torch_fx():
+    lo = make((2, 18, 4, 5), torch.float32)
+    check_fx(CallFn(ops.pixel_shuffle, upscale_factor=3), lo, calls=[ops.pixel_shuffle])
+    check_fx(CallFn(ops.pixel_unshuffle, downscale_factor=1), lo, calls=[ops.pixel_unshuffle])
+    check_fx(kernelzoo.nn.PixelShuffle(3), lo, calls=[ops.pixel_shuffle])
+    torch.manual_seed(0)
+    check_fx(SubPixel(), make((2, 3, 6, 10), torch.float32),
+             calls=["conv", ops.pixel_shuffle, torch.tanh, ops.pixel_unshuffle, operator.add])
+
+
+def test_torch_export():
+    torch.manual_seed(0)
+    check_export(SubPixel(), make((2, 3, 6, 10), torch.float32),
+                 ops=["pixel_shuffle", "pixel_unshuffle"])
+    check_export(CallFn(ops.pixel_shuffle, upscale_factor=2),
+                 make((2, 8, 3, 5), torch.float32).contiguous(memory_format=torch.channels_last),
+                 ops=["pixel_shuffle"])
+
+
+def test_torch_compile_of_the_functions():
+    lo = make((2, 8, 3, 5), torch.float32).requires_grad_()
+    check_compile(CallFn(ops.pixel_shuffle, upscale_factor=2), lo)
+    check_compile(CallFn(ops.pixel_unshuffle, downscale_factor=1), lo, dynamic=True)
+
+
 # --- errors ---------------------------------------------------------------------
 
-ERRORS = [
-    (ops.pixel_shuffle, (torch.zeros(4, 4), 2),
+ERRORS = [  # (function, args, exception type(s) it is each of, message)
+    (ops.pixel_shuffle, (torch.zeros(4, 4), 2), RuntimeError,
      "pixel_shuffle expects input to have at least 3 dimensions, but got input with 2 dimension(s)"),
-    (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), 0),
+    (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), 0), RuntimeError,
      "pixel_shuffle expects a positive upscale_factor, but got 0"),
-    (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), -2),
+    (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), -2), RuntimeError,
      "pixel_shuffle expects a positive upscale_factor, but got -2"),
-    (ops.pixel_shuffle, (torch.zeros(1, 6, 2, 2), 2),
+    (ops.pixel_shuffle, (torch.zeros(1, 6, 2, 2), 2), RuntimeError,
      "pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of "
      "upscale_factor, but input.size(-3)=6 is not divisible by 4"),
     # a factor whose square overflows: only a tensor without channels "fits" it
-    (ops.pixel_shuffle, (torch.zeros(1, 0, 2, 2), 2 ** 40),
+    (ops.pixel_shuffle, (torch.zeros(1, 0, 2, 2), 2 ** 40), (RuntimeError, ValueError),
      "pixel_shuffle: upscale_factor=1099511627776 is too large"),
-    (ops.pixel_unshuffle, (torch.zeros(1, 1, 0, 0), 2 ** 40),
+    (ops.pixel_unshuffle, (torch.zeros(1, 1, 0, 0), 2 ** 40), RuntimeError,
      "pixel_unshuffle: downscale_factor=1099511627776 is too large"),
-    (ops.pixel_unshuffle, (torch.zeros(3), 2),
+    (ops.pixel_unshuffle, (torch.zeros(3), 2), RuntimeError,
      "pixel_unshuffle expects input to have at least 3 dimensions, but got input with 1 dimension(s)"),
-    (ops.pixel_unshuffle, (torch.zeros(1, 1, 2, 2), 0),
+    (ops.pixel_unshuffle, (torch.zeros(1, 1, 2, 2), 0), RuntimeError,
      "pixel_unshuffle expects a positive downscale_factor, but got 0"),
-    (ops.pixel_unshuffle, (torch.zeros(1, 1, 3, 2), 2),
+    (ops.pixel_unshuffle, (torch.zeros(1, 1, 3, 2), 2), RuntimeError,
      "pixel_unshuffle expects height to be divisible by downscale_factor, but input.size(-2)=3 "
      "is not divisible by 2"),
-    (ops.pixel_unshuffle, (torch.zeros(1, 1, 2, 5), 2),
+    (ops.pixel_unshuffle, (torch.zeros(1, 1, 2, 5), 2), RuntimeError,
      "pixel_unshuffle expects width to be divisible by downscale_factor, but input.size(-1)=5 "
      "is not divisible by 2"),
+    # factors the dispatcher cannot take (beyond int64) or torch refuses (bool,
+    # non-integers): torch's exception types, kernelzoo's messages
+    (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), 2 ** 63), (RuntimeError, ValueError),
+     "pixel_shuffle: upscale_factor=9223372036854775808 is too large"),
+    (ops.pixel_unshuffle, (torch.zeros(1, 1, 2, 2), -2 ** 63 - 1), (RuntimeError, ValueError),
+     "pixel_unshuffle expects a positive downscale_factor, but got -9223372036854775809"),
+    (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), True), TypeError,
+     "pixel_shuffle: upscale_factor must be an int, but got bool"),
+    (ops.pixel_unshuffle, (torch.zeros(1, 1, 2, 2), False), TypeError,
+     "pixel_unshuffle: downscale_factor must be an int, but got bool"),
+    (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), 2.0), TypeError,
+     "pixel_shuffle: upscale_factor must be an int, but got float"),
+    (ops.pixel_unshuffle, (torch.zeros(1, 1, 2, 2), "2"), TypeError,
+     "pixel_unshuffle: downscale_factor must be an int, but got str"),
+    (ops.pixel_shuffle, (torch.zeros(1, 4, 2, 2), None), TypeError,
+     "pixel_shuffle: upscale_factor must be an int, but got NoneType"),
 ]
 
 
-@pytest.mark.parametrize("fn,args,message", ERRORS)
-@pytest.mark.parametrize("mode", ["eager", "meta", "fake"])
-def test_error_messages(fn, args, message, mode):
-    x, r = args
-    if mode == "meta":
-        x = x.to("meta")
-    if mode == "fake":
-        with torch._subclasses.FakeTensorMode() as fake_mode:
-            x = fake_mode.from_tensor(x)
-            with pytest.raises(RuntimeError, match=_escape(message)):
-                fn(x, r)
-        return
-    with pytest.raises(RuntimeError, match=_escape(message)):
-        fn(x, r)
+@pytest.mark.parametrize("fn,args,exc_types,message", ERRORS)
+@pytest.mark.parametrize("mode", MODES)
+def test_error_messages(fn, args, exc_types, message, mode):
+    assert_raises(mode, exc_types, message, fn, *args)
 
 
-def _escape(msg):
-    import re
-    return re.escape(msg)
+def test_integer_like_factors_are_taken():
+    # As by torch: NumPy integers and one-element integer tensors are ints.
+    np = pytest.importorskip("numpy")
+    x = make((1, 8, 2, 3), torch.float32)
+    for r in [np.int64(2), torch.tensor(2)]:
+        assert torch.equal(ops.pixel_shuffle(x, r), F.pixel_shuffle(x, 2))
+        assert torch.equal(ops.pixel_unshuffle(F.pixel_shuffle(x, 2), r), x)
+
+
+BAD_CALLS = [  # (name, input shape, factor): calls torch refuses, for both functions
+    ("bool factor", (1, 4, 2, 2), True), ("float factor", (1, 4, 2, 2), 2.0),
+    ("string factor", (1, 4, 2, 2), "2"), ("no factor", (1, 4, 2, 2), None),
+    ("factor 2^63", (1, 4, 2, 2), 2 ** 63), ("factor -2^63 - 1", (1, 4, 2, 2), -2 ** 63 - 1),
+    ("factor 0", (1, 4, 2, 2), 0), ("negative factor", (1, 4, 2, 2), -2),
+    ("2-d input", (4, 4), 2),
+]
+BAD_CALLS_BY_OP = [("pixel_shuffle", c) for c in BAD_CALLS + [("channels", (1, 6, 2, 2), 2)]] + \
+    [("pixel_unshuffle", c) for c in BAD_CALLS + [("odd height", (1, 1, 3, 2), 2)]]
+
+
+@pytest.mark.parametrize("op,case", BAD_CALLS_BY_OP,
+                         ids=[f"{op}-{c[0]}" for op, c in BAD_CALLS_BY_OP])
+def test_bad_calls_raise_torchs_exception_types(op, case):
+    _, shape, r = case
+    x = torch.zeros(shape)
+    assert_raises_like_peer(getattr(ops, op), getattr(F, op), x, r)
+    layer = {"pixel_shuffle": (kernelzoo.nn.PixelShuffle, torch.nn.PixelShuffle),
+             "pixel_unshuffle": (kernelzoo.nn.PixelUnshuffle, torch.nn.PixelUnshuffle)}[op]
+    assert_raises_like_peer(layer[0](r), layer[1](r), x)
+
+
+def _scripted_torch_pixel_shuffle(x: torch.Tensor, r: int) -> torch.Tensor:
+    return F.pixel_shuffle(x, r)
+
+
+def _scripted_torch_pixel_unshuffle(x: torch.Tensor, r: int) -> torch.Tensor:
+    return F.pixel_unshuffle(x, r)
+
+
+def test_scripted_bad_calls_raise_torchs_exception_types():
+    cases = [("pixel_shuffle", _scripted_torch_pixel_shuffle, (1, 4, 2, 2), 0),
+             ("pixel_shuffle", _scripted_torch_pixel_shuffle, (4, 4), 2),
+             ("pixel_shuffle", _scripted_torch_pixel_shuffle, (1, 6, 2, 2), 2),
+             ("pixel_unshuffle", _scripted_torch_pixel_unshuffle, (1, 1, 3, 2), 2),
+             ("pixel_shuffle", _scripted_torch_pixel_shuffle, (1, 4, 2, 2), 2 ** 63)]
+    for op, peer, shape, r in cases:
+        assert_raises_like_peer(script(getattr(ops, op)), script(peer),
+                                torch.zeros(shape), r)
 
 
 def test_cuda_stub_message_in_cpu_only_build():

@@ -12,6 +12,9 @@ import torch
 
 import kernelzoo
 from kernelzoo import ops, reference
+from ophelpers import (LAYOUTS, MODES, CallFn, assert_raises, assert_raises_like_peer,
+                       call_in_mode, check_compile, check_export, check_fx,
+                       check_low_precision, check_script, in_layout, max_err, opcheck, script)
 
 try:  # the peer: tests against it are skipped where it is not installed
     import torchvision.ops as tv_ops
@@ -30,17 +33,7 @@ FLT_MAX = torch.finfo(torch.float32).max
 def make_input(shape, dtype=torch.float32, device="cpu", seed=0, layout="contiguous"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    elif layout == "strided":
-        # every other column of a wider tensor, H and W swapped in memory
-        n, c, h, w = shape
-        wide = torch.zeros((n, c, 2 * w, h), dtype=dtype).transpose(2, 3)
-        view = wide[..., ::2]
-        view.copy_(x)
-        x = view
-        assert not x.is_contiguous()
-    return x.to(device)
+    return in_layout(x.to(device), layout)
 
 
 def make_boxes(n_img, k, height, width, scale=1.0, seed=0, dtype=torch.float32):
@@ -108,20 +101,6 @@ def gold_align(x, rois, output_size, scale, sampling_ratio, aligned):
 def gold_pool(x, rois, output_size, scale):
     return reference.roi_pool(x.double(), rois.cpu() if rois.dtype == torch.float64 else
                               rois.cpu().float(), output_size, scale)
-
-
-def max_err(a, b):
-    return (a.double().cpu() - b.double().cpu()).abs().max().item() if a.numel() else 0.0
-
-
-def check_low_precision(ours, same_precision_ref, gold, what, factor=3.0):
-    """DESIGN.md's tolerance policy: kernelzoo's low-precision error against a
-    float64 result at most `factor` times that of the reference computed in the
-    same precision (plus one rounding of the output's magnitude, for results the
-    reference happens to get exactly)."""
-    e_ours, e_ref = max_err(ours, gold), max_err(same_precision_ref, gold)
-    ulp = torch.finfo(ours.dtype).eps * max(gold.abs().max().item(), 1.0)
-    assert e_ours <= factor * e_ref + ulp, f"{what}: error {e_ours:.3g} vs reference's {e_ref:.3g}"
 
 
 ALIGN_CASES = [  # (output_size, spatial_scale, sampling_ratio, aligned)
@@ -215,7 +194,7 @@ def test_float16_against_torchvision_float16():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
 def test_layouts_give_the_same_result(device, layout, dtype):
     # channels_last float32/float64 with whole channel blocks is read in place
@@ -658,16 +637,15 @@ def test_opcheck(sample):
     x, rois = list(opcheck_samples())[sample]
     n, c, h, w = x.shape
     k = rois.shape[0]
-    torch.library.opcheck(torch.ops.kernelzoo.roi_align.default,
-                          (x.clone().requires_grad_(), rois, 0.5, 2, 3, 2, True))
-    torch.library.opcheck(torch.ops.kernelzoo.roi_pool.default,
-                          (x.clone().requires_grad_(), rois, 0.5, 2, 3))
+    opcheck(torch.ops.kernelzoo.roi_align.default,
+            (x.clone().requires_grad_(), rois, 0.5, 2, 3, 2, True))
+    opcheck(torch.ops.kernelzoo.roi_pool.default, (x.clone().requires_grad_(), rois, 0.5, 2, 3))
     g = torch.randn(k, c, 2, 3, dtype=x.dtype, requires_grad=True)
-    torch.library.opcheck(torch.ops.kernelzoo._roi_align_backward.default,
-                          (g, rois, 0.5, 2, 3, n, c, h, w, -1, False))
+    opcheck(torch.ops.kernelzoo._roi_align_backward.default,
+            (g, rois, 0.5, 2, 3, n, c, h, w, -1, False))
     _, argmax = torch.ops.kernelzoo.roi_pool(x, rois, 0.5, 2, 3)
-    torch.library.opcheck(torch.ops.kernelzoo._roi_pool_backward.default,
-                          (g, rois, argmax, 0.5, 2, 3, n, c, h, w))
+    opcheck(torch.ops.kernelzoo._roi_pool_backward.default,
+            (g, rois, argmax, 0.5, 2, 3, n, c, h, w))
 
 
 class RoIHead(torch.nn.Module):
@@ -739,61 +717,74 @@ def test_torch_ops_namespace_and_meta():
 X = torch.zeros(2, 3, 5, 6)
 R = torch.tensor([[0, 0.0, 0.0, 2.0, 2.0]])
 
-ERRORS = [  # (name, op, args, message)
-    ("input rank", "roi_align", (torch.zeros(3, 5, 6), R, 2),
+def _size_message(op, size):
+    return f"{op}: output_size must be an int or a pair of ints (height, width), but got {size}"
+
+
+ERRORS = [  # (name, op, args, exception type(s) it is each of, message)
+    ("input rank", "roi_align", (torch.zeros(3, 5, 6), R, 2), RuntimeError,
      "roi_align: expected input of shape (N, C, H, W), but got a tensor with 3 dimension(s), of "
      "shape [3, 5, 6]"),
     ("input dtype", "roi_pool", (torch.zeros(2, 3, 5, 6, dtype=torch.int32), R.int(), 2),
+     RuntimeError,
      "roi_pool: expected a floating-point input (float64, float32, float16 or bfloat16), but got "
      "int32"),
-    ("boxes shape", "roi_align", (X, torch.zeros(3, 4), 2),
+    # malformed boxes: also the AssertionError / IndexError torchvision raises
+    ("boxes shape", "roi_align", (X, torch.zeros(3, 4), 2), (RuntimeError, AssertionError),
      "roi_align: expected boxes as a Tensor[K, 5] of rows (batch_index, x1, y1, x2, y2), but got a "
      "tensor of shape [3, 4]"),
-    ("boxes rank", "roi_pool", (X, torch.zeros(5), 2),
+    ("boxes rank", "roi_pool", (X, torch.zeros(5), 2), (RuntimeError, IndexError),
      "roi_pool: expected boxes as a Tensor[K, 5] of rows (batch_index, x1, y1, x2, y2), but got a "
      "tensor of shape [5]"),
-    ("boxes dtype", "roi_align", (X, R.double(), 2),
+    ("boxes dtype", "roi_align", (X, R.double(), 2), RuntimeError,
      "roi_align: input and boxes must have the same dtype, but got input float32 and boxes "
      "float64; convert the boxes with boxes.to(input.dtype)"),
-    ("output size", "roi_pool", (X, R, (0, 3)),
-     "roi_pool: output_size must be positive, but got (0, 3)"),
-    ("output size", "roi_align", (X, R, (2, -1)),
-     "roi_align: output_size must be positive, but got (2, -1)"),
+    # output_size 0 gives an empty output (test_zero_output_size); negative sizes are errors
+    ("output size", "roi_pool", (X, R, (-1, 3)), RuntimeError,
+     "roi_pool: output_size must be non-negative, but got (-1, 3)"),
+    ("output size", "roi_align", (X, R, (2, -1)), RuntimeError,
+     "roi_align: output_size must be non-negative, but got (2, -1)"),
     # the kernels hold pooled sizes in int (no boxes: nothing is allocated)
-    ("output size too large", "roi_pool", (X, torch.zeros(0, 5), (2 ** 31, 3)),
+    ("output size too large", "roi_pool", (X, torch.zeros(0, 5), (2 ** 31, 3)), RuntimeError,
      "roi_pool: output_size must be at most 2^31 - 1, but got (2147483648, 3)"),
-    ("output size too large", "roi_align", (X, torch.zeros(0, 5), (3, 2 ** 32 + 1)),
+    ("output size too large", "roi_align", (X, torch.zeros(0, 5), (3, 2 ** 32 + 1)), RuntimeError,
      "roi_align: output_size must be at most 2^31 - 1, but got (3, 4294967297)"),
+    # sizes beyond int64, which the dispatcher cannot take
+    ("output size 2^63", "roi_align", (X, R, 2 ** 63), RuntimeError,
+     "roi_align: output_size must be at most 2^31 - 1, but got (9223372036854775808, "
+     "9223372036854775808)"),
+    ("output size -2^63 - 1", "roi_pool", (X, R, (2, -2 ** 63 - 1)), RuntimeError,
+     "roi_pool: output_size must be non-negative, but got (2, -9223372036854775809)"),
+    # output sizes that are not an int or a pair: torchvision's types
+    ("output size of one entry", "roi_align", (X, R, (3,)), IndexError,
+     _size_message("roi_align", "(3,)")),
+    ("output size string", "roi_pool", (X, R, "7"), IndexError, _size_message("roi_pool", "'7'")),
+    ("output size strings", "roi_align", (X, R, "77"), RuntimeError,
+     _size_message("roi_align", "'77'")),
+    ("output size float", "roi_pool", (X, R, 2.0), RuntimeError, _size_message("roi_pool", "2.0")),
+    ("output size None", "roi_align", (X, R, None), RuntimeError,
+     _size_message("roi_align", "None")),
     ("list entry shape", "roi_align", (X, [torch.zeros(2, 4), torch.zeros(1, 5)], 2),
+     (RuntimeError, AssertionError),
      "roi_align: expected boxes[1] to be a Tensor[L, 4] of (x1, y1, x2, y2), but got a tensor of "
      "shape [1, 5]"),
+    ("list entry rank", "roi_pool", (X, [torch.zeros(4)], 2), (RuntimeError, IndexError),
+     "roi_pool: expected boxes[0] to be a Tensor[L, 4] of (x1, y1, x2, y2), but got a tensor of "
+     "shape [4]"),
     ("plane size", "roi_align", (torch.zeros(1, 1, 1, 1).expand(1, 1, 65536, 65536), R, 2),
+     RuntimeError,
      "roi_align: feature maps of more than 2^31 - 1 pixels (H * W) are not supported, but got "
      "H=65536, W=65536"),
-    ("empty list", "roi_pool", (X, [], 2),
+    ("empty list", "roi_pool", (X, [], 2), (RuntimeError, ValueError),
      "roi_pool: boxes is an empty list; pass one Tensor[L, 4] per image (L may be 0), or a "
      "Tensor[K, 5]"),
 ]
 
 
-@pytest.mark.parametrize("name,op,args,message", ERRORS, ids=[e[0] for e in ERRORS])
-@pytest.mark.parametrize("mode", ["eager", "meta", "fake"])
-def test_error_messages(name, op, args, message, mode):
-    fn = getattr(ops, op)
-    x, boxes, size = args
-    if mode == "meta":
-        x = x.to("meta")
-        boxes = [b.to("meta") for b in boxes] if isinstance(boxes, list) else boxes.to("meta")
-    if mode == "fake":
-        with torch._subclasses.FakeTensorMode() as fake_mode:
-            x = fake_mode.from_tensor(x)
-            boxes = ([fake_mode.from_tensor(b) for b in boxes] if isinstance(boxes, list)
-                     else fake_mode.from_tensor(boxes))
-            with pytest.raises(RuntimeError, match=re.escape(message)):
-                fn(x, boxes, size)
-        return
-    with pytest.raises(RuntimeError, match=re.escape(message)):
-        fn(x, boxes, size)
+@pytest.mark.parametrize("name,op,args,exc_types,message", ERRORS, ids=[e[0] for e in ERRORS])
+@pytest.mark.parametrize("mode", MODES)
+def test_error_messages(name, op, args, exc_types, message, mode):
+    assert_raises(mode, exc_types, message, getattr(ops, op), *args)
 
 
 @pytest.mark.parametrize("mode", ["eager", "meta"])
@@ -803,6 +794,10 @@ def test_sampling_ratio_beyond_int32_is_an_error(mode):
     with pytest.raises(RuntimeError, match=re.escape(
             "roi_align: sampling_ratio must be at most 2^31 - 1, but got 2147483648")):
         ops.roi_align(x, r, 2, 1.0, 2 ** 31)
+    # beyond int64 too (the dispatcher would refuse it with "Expected a value of type 'int'")
+    with pytest.raises(RuntimeError, match=re.escape(
+            "roi_align: sampling_ratio must be at most 2^31 - 1, but got 9223372036854775808")):
+        ops.roi_align(x, r, 2, 1.0, 2 ** 63)
     g = torch.zeros(1, 3, 2, 2, device=x.device)
     with pytest.raises(RuntimeError, match=re.escape(
             "_roi_align_backward: sampling_ratio must be at most 2^31 - 1, but got 4294967298")):
@@ -880,8 +875,8 @@ BACKWARD_ERRORS = [
     ("sizes", "align", dict(n=-1),
      "_roi_align_backward: batch_size, channels, height and width must be non-negative, but got "
      "-1, 3, 5, 6"),
-    ("output size", "pool", dict(ph=0),
-     "_roi_pool_backward: output_size must be positive, but got (0, 2)"),
+    ("output size", "pool", dict(ph=-1),
+     "_roi_pool_backward: output_size must be non-negative, but got (-1, 2)"),
     ("grad dtype", "align", dict(grad=torch.zeros(1, 3, 2, 2, dtype=torch.int64)),
      "_roi_align_backward: expected a floating-point grad (float64, float32, float16 or "
      "bfloat16), but got int64"),
@@ -938,6 +933,177 @@ def test_cuda_stub_message_in_cpu_only_build():
     keyset = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
     with pytest.raises(RuntimeError, match="roi_align: this build of kernelzoo has no CUDA kernels"):
         torch.ops.kernelzoo.roi_align.default.redispatch(keyset, X, R, 1.0, 2, 2, 2, False)
+
+
+# --- output_size 0: an empty output, as torchvision's ---------------------------
+
+@needs_torchvision
+@pytest.mark.parametrize("size", [0, (0, 5), (3, 0)])
+def test_zero_output_size_gives_an_empty_output(size):
+    ph, pw = (size, size) if isinstance(size, int) else size
+    x = make_input((2, 3, 6, 7), seed=41).requires_grad_()
+    rois = make_boxes(2, 4, 6, 7, 1.0, seed=41)
+    for fn, peer in [(ops.roi_align, tv_ops.roi_align), (ops.roi_pool, tv_ops.roi_pool)]:
+        out = fn(x, rois, size)
+        assert out.shape == peer(x, rois, size).shape == (4, 3, ph, pw)
+        (g,) = torch.autograd.grad(out.sum(), x)
+        assert torch.equal(g, torch.zeros_like(x))
+        for mode in ["meta", "fake"]:
+            assert tuple(call_in_mode(mode, fn, x.detach(), rois, size).shape) == (4, 3, ph, pw)
+        check_compile(CallFn(fn, output_size=size), x, rois)
+    opcheck(torch.ops.kernelzoo.roi_align.default, (x, rois, 1.0, ph, pw, 2, False))
+    opcheck(torch.ops.kernelzoo.roi_pool.default, (x, rois, 1.0, ph, pw))
+
+
+def test_zero_output_size_backward_fills_the_gradient_with_zeros():
+    # The backward ops' gradient buffers come uninitialised (on CPU from a cache
+    # of freed buffers, >= 4 MiB): a first call leaves non-zero values in one,
+    # which the empty-output call must overwrite.
+    rois = make_boxes(2, 6, 200, 210, 1.0, seed=43)
+    args = (2, 16, 200, 210)
+    x = make_input((2, 16, 200, 210), seed=43)
+    for ph, pw in [(0, 3), (3, 0)]:
+        g = make_input((6, 16, 3, 3), seed=44)
+        assert torch.ops.kernelzoo._roi_align_backward(g, rois, 1.0, 3, 3, *args, 2, False).any()
+        empty = torch.zeros(6, 16, ph, pw)
+        got = torch.ops.kernelzoo._roi_align_backward(empty, rois, 1.0, ph, pw, *args, 2, False)
+        assert torch.equal(got, torch.zeros(args))
+        _, argmax = torch.ops.kernelzoo.roi_pool(x, rois, 1.0, 3, 3)
+        assert torch.ops.kernelzoo._roi_pool_backward(g, rois, argmax, 1.0, 3, 3, *args).any()
+        _, argmax = torch.ops.kernelzoo.roi_pool(x, rois, 1.0, ph, pw)
+        assert argmax.shape == (6, 16, ph, pw) and argmax.dtype == torch.int32
+        got = torch.ops.kernelzoo._roi_pool_backward(empty, rois, argmax, 1.0, ph, pw, *args)
+        assert torch.equal(got, torch.zeros(args))
+
+
+# --- drop-in: TorchScript, torch.fx, torch.export, torchvision's exceptions -------
+
+def _dropin_inputs(box_format):
+    x = make_input((2, 4, 9, 10), seed=42).requires_grad_()
+    rois = make_boxes(2, 8, 9, 10, 0.5, seed=42)
+    if box_format == "list":  # non-contiguous entries, as torchvision's scripting test
+        return x, [b.t().contiguous().t() for b in to_list(rois, 2)[0]]
+    return x, rois
+
+
+@pytest.mark.parametrize("box_format", ["tensor", "list"])
+def test_torchscript(box_format):
+    x, boxes = _dropin_inputs(box_format)
+    for size in [(3, 2), 4, [2, 5]]:
+        check_script(ops.roi_align, x, boxes, size, 0.5, 2, True)
+        check_script(ops.roi_align, x, boxes, size, 0.5)
+        check_script(ops.roi_pool, x, boxes, size, 0.5)
+    check_script(kernelzoo.nn.RoIAlign((3, 2), 0.5, 2, True), x, boxes)
+    check_script(kernelzoo.nn.RoIAlign(4, 0.5, -1), x, boxes)
+    check_script(kernelzoo.nn.RoIPool([3, 2], 0.5), x, boxes)
+    check_script(kernelzoo.nn.RoIPool(2, 1.0), x, boxes)
+
+
+@pytest.mark.parametrize("box_format", ["tensor", "list"])
+def test_torch_fx(box_format):
+    # One call node per function or layer (however the function was imported:
+    # CallFn holds the function object itself).
+    x, boxes = _dropin_inputs(box_format)
+    x = x.detach()
+    check_fx(CallFn(ops.roi_align, output_size=(3, 2), spatial_scale=0.5, sampling_ratio=2,
+                    aligned=True), x, boxes, calls=[ops.roi_align])
+    check_fx(CallFn(ops.roi_pool, output_size=3), x, boxes, calls=[ops.roi_pool])
+    check_fx(kernelzoo.nn.RoIAlign(4, 0.5, -1), x, boxes, calls=[ops.roi_align])
+    check_fx(kernelzoo.nn.RoIPool((2, 3), 0.5), x, boxes, calls=[ops.roi_pool])
+
+
+@needs_torchvision
+def test_feature_extraction_keeps_the_layers_as_one_node():
+    # torchvision's own test of its layers (test_is_leaf_node): the graph of a
+    # module calling the layer has its inputs and one node for the layer.
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, a, b):
+            return self.layer(a, b)
+
+    for layer in [kernelzoo.nn.RoIAlign(5, 1.0, -1), kernelzoo.nn.RoIPool(5, 1.0)]:
+        train, evaluation = get_graph_node_names(Wrapper(layer))
+        assert train == evaluation and len(train) == 3, train
+
+
+@pytest.mark.parametrize("box_format", ["tensor", "list"])
+def test_torch_export(box_format):
+    x, boxes = _dropin_inputs(box_format)
+    x = x.detach()
+    check_export(CallFn(ops.roi_align, output_size=(3, 2), spatial_scale=0.5, sampling_ratio=2,
+                        aligned=True), x, boxes, ops=["roi_align"])
+    check_export(kernelzoo.nn.RoIPool(3, 0.5), x, boxes, ops=["roi_pool"])
+    torch.manual_seed(0)
+    check_export(RoIHead(), make_input((2, 3, 12, 14), seed=24), boxes,
+                 ops=["roi_align", "roi_pool"])
+
+
+def _shape_message(op, shape):
+    return (f"{op}: expected boxes as a Tensor[K, 5] of rows (batch_index, x1, y1, x2, y2), but "
+            f"got a tensor of shape {shape}")
+
+
+def _entry_message(op, i, shape):
+    return f"{op}: expected boxes[{i}] to be a Tensor[L, 4] of (x1, y1, x2, y2), but got a " \
+           f"tensor of shape {shape}"
+
+
+BAD_CALLS = [  # (name, boxes, output_size, kernelzoo's message given the op's name)
+    ("Tensor[K, 4]", torch.zeros(3, 4), 2, lambda op: _shape_message(op, "[3, 4]")),
+    ("Tensor[5]", torch.zeros(5), 2, lambda op: _shape_message(op, "[5]")),
+    ("list entry Tensor[L, 5]", [torch.zeros(2, 4), torch.zeros(1, 5)], 2,
+     lambda op: _entry_message(op, 1, "[1, 5]")),
+    ("list entry Tensor[4]", [torch.zeros(4)], 2, lambda op: _entry_message(op, 0, "[4]")),
+    ("list entry 0-d", [torch.zeros(2, 4), torch.tensor(1.0)], 2,
+     lambda op: _entry_message(op, 1, "[]")),
+    ("empty list", [], 2, lambda op: f"{op}: boxes is an empty list"),
+    ("dict", {}, 2, lambda op: f"{op}: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4]"),
+    ("list of lists", [[0.0, 0.0, 1.0, 1.0]], 2,
+     lambda op: f"{op}: boxes[0] must be a Tensor[L, 4], but got list"),
+    ("output size (3,)", R, (3,), lambda op: _size_message(op, "(3,)")),
+    ("output size '7'", R, "7", lambda op: _size_message(op, "'7'")),
+    ("output size '77'", R, "77", lambda op: _size_message(op, "'77'")),
+    ("output size 2.0", R, 2.0, lambda op: _size_message(op, "2.0")),
+    ("output size 2^63", R, 2 ** 63, lambda op: f"{op}: output_size must be at most 2^31 - 1"),
+    ("output size -1", R, -1, lambda op: f"{op}: output_size must be non-negative"),
+]
+
+
+@needs_torchvision
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+@pytest.mark.parametrize("name,boxes,size,message", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_calls_raise_torchvisions_exception_types(op, name, boxes, size, message):
+    assert_raises_like_peer(getattr(ops, op), getattr(tv_ops, op), X, boxes, size,
+                            message=message(op))
+    layer = {"roi_align": (kernelzoo.nn.RoIAlign, tv_ops.RoIAlign, (1.0, 2)),
+             "roi_pool": (kernelzoo.nn.RoIPool, tv_ops.RoIPool, (1.0,))}
+    ours, theirs, rest = layer[op]
+    assert_raises_like_peer(ours(size, *rest), theirs(size, *rest), X, boxes, message=message(op))
+
+
+@needs_torchvision
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_scripted_bad_boxes_raise_torchvisions_exception_types(op):
+    # Scripted, torchvision's asserts raise torch.jit.Error, and indexing the
+    # size(1) of a 0-d or 1-d tensor RuntimeError; kernelzoo's messages are
+    # kept except in that last case for a list entry (see ops/_roi.py).
+    ours, peer = script(getattr(ops, op)), script(getattr(tv_ops, op))
+    for name, boxes, size, message in BAD_CALLS[:5]:
+        keep = name not in ("list entry Tensor[4]", "list entry 0-d")
+        exc = assert_raises_like_peer(ours, peer, X, boxes, size,
+                                      message=message(op) if keep else None)
+        assert isinstance(exc, torch.jit.Error) == (name in ("Tensor[K, 4]",
+                                                             "list entry Tensor[L, 5]"))
+    # the scripted layers call the scripted functions
+    layer = (kernelzoo.nn.RoIAlign(2, 1.0, 2), tv_ops.RoIAlign(2, 1.0, 2)) if op == "roi_align" \
+        else (kernelzoo.nn.RoIPool(2, 1.0), tv_ops.RoIPool(2, 1.0))
+    assert_raises_like_peer(script(layer[0]), script(layer[1]), X, torch.zeros(3, 4),
+                            message=_shape_message(op, "[3, 4]"))
 
 
 # --- CUDA-only -------------------------------------------------------------------

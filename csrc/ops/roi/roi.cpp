@@ -76,7 +76,7 @@ void check_rois_shape(const char* op, const at::Tensor& rois) {
 
 // The kernels hold pooled sizes and the sampling ratio in int.
 void check_output_size(const char* op, int64_t pooled_h, int64_t pooled_w) {
-  TORCH_CHECK(pooled_h > 0 && pooled_w > 0, op, ": output_size must be positive, but got (",
+  TORCH_CHECK(pooled_h >= 0 && pooled_w >= 0, op, ": output_size must be non-negative, but got (",
               pooled_h, ", ", pooled_w, ")");
   TORCH_CHECK(pooled_h <= kMaxInt && pooled_w <= kMaxInt, op,
               ": output_size must be at most 2^31 - 1, but got (", pooled_h, ", ", pooled_w, ")");

@@ -18,13 +18,14 @@ largest image height being taken over ``image_shapes`` (the images' sizes
 before batching pads them). The first feature map used is the finest level and
 the last the coarsest, as an FPN returns them.
 
-Nothing here imports torchvision.
+Both layers are scriptable (``torch.jit.script``), traceable by ``torch.fx``
+(their pooling is one call node, so torchvision's feature extraction works on
+models that contain them), exportable and compilable. Nothing here imports
+torchvision.
 """
 
-from __future__ import annotations
-
 import math
-from typing import Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -33,10 +34,8 @@ from .. import ops
 
 __all__ = ["MultiScaleRoIAlign", "MultiScaleRoIPool"]
 
-_EPS = 1e-6
 
-
-def _output_size(output_size) -> tuple[int, int]:
+def _output_size(output_size) -> Tuple[int, int]:
     if isinstance(output_size, int) and not isinstance(output_size, bool):
         return (output_size, output_size)
     size = tuple(output_size)
@@ -48,9 +47,82 @@ def _output_size(output_size) -> tuple[int, int]:
     return size
 
 
-def _infer_scale(feature_size: int, image_size: int) -> float:
-    """The power of two closest (in log scale) to ``feature_size / image_size``."""
-    return 2.0 ** round(math.log2(feature_size / image_size))
+# The steps of the forward, as functions: TorchScript compiles them, and
+# torch.fx keeps _multiscale_pool (wrapped below) as one call node, so that a
+# traced model (torchvision.models.feature_extraction among the tracers) runs
+# it as it is instead of tracing through its loops over levels and boxes.
+
+def _filter_features(x: Dict[str, Tensor], featmap_names: List[str], layer: str) -> List[Tensor]:
+    feats: List[Tensor] = []
+    for k, v in x.items():
+        if k in featmap_names:
+            feats.append(v)
+    if len(feats) == 0:
+        raise ValueError(f"{layer}: none of the feature maps {featmap_names} is in the input "
+                         f"(it has {list(x.keys())})")
+    return feats
+
+
+def _log2(v: float) -> float:
+    if torch.jit.is_scripting():  # TorchScript has no math.log2
+        return float(torch.tensor(v, dtype=torch.float64).log2().item())
+    return math.log2(v)
+
+
+def _infer_scales(features: List[Tensor], image_shapes: List[Tuple[int, int]]) -> List[float]:
+    if len(image_shapes) == 0:
+        raise ValueError("images list should not be empty")
+    max_h = 0
+    for shape in image_shapes:
+        max_h = max(max_h, int(shape[0]))
+    # The power of two closest (in log scale) to feature height / image height.
+    return [2.0 ** round(_log2(f.shape[-2] / max_h)) for f in features]
+
+
+def _levels_of(boxes: List[Tensor], k_min: int, k_max: int, canonical_scale: int,
+               canonical_level: int) -> Tensor:
+    areas = torch.cat([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in boxes])
+    size = torch.sqrt(areas)
+    # FPN eq. 1; the small epsilon (1e-6 in the boxes' dtype) keeps boxes that
+    # land exactly on a level boundary from falling below it by rounding.
+    k = torch.floor(canonical_level + torch.log2(size / canonical_scale)
+                    + torch.tensor(1e-6, dtype=size.dtype))
+    k = torch.clamp(k, min=k_min, max=k_max)
+    return k.to(torch.int64) - k_min
+
+
+def _pool(feature: Tensor, rois: Tensor, scale: float, output_size: Tuple[int, int],
+          sampling_ratio: int, max_pool: bool) -> Tensor:
+    if max_pool:
+        return ops.roi_pool(feature, rois, output_size, spatial_scale=scale)
+    return ops.roi_align(feature, rois, output_size, spatial_scale=scale,
+                         sampling_ratio=sampling_ratio, aligned=False)
+
+
+@torch.fx.wrap
+def _multiscale_pool(x: Dict[str, Tensor], boxes: List[Tensor],
+                     image_shapes: List[Tuple[int, int]], featmap_names: List[str],
+                     output_size: Tuple[int, int], sampling_ratio: int, canonical_scale: int,
+                     canonical_level: int, max_pool: bool, layer: str) -> Tensor:
+    feats = _filter_features(x, featmap_names, layer)
+    scales = _infer_scales(feats, image_shapes)
+    rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1)
+                      for i, b in enumerate(boxes)])
+    if len(feats) == 1:
+        return _pool(feats[0], rois, scales[0], output_size, sampling_ratio, max_pool)
+
+    k_min = int(-_log2(scales[0]))
+    k_max = int(-_log2(scales[-1]))
+    levels = _levels_of(boxes, k_min, k_max, canonical_scale, canonical_level)
+    first = feats[0]
+    result = first.new_zeros((rois.shape[0], first.shape[1], output_size[0], output_size[1]))
+    for level in range(len(feats)):
+        idx = torch.where(levels == level)[0]
+        pooled = _pool(feats[level], rois[idx], scales[level], output_size, sampling_ratio,
+                       max_pool)
+        # Levels may differ in dtype under autocast: the result takes the first's.
+        result[idx] = pooled.to(result.dtype)
+    return result
 
 
 class _MultiScalePool(nn.Module):
@@ -76,43 +148,26 @@ class _MultiScalePool(nn.Module):
 
     # -- the pieces, public so that they can be inspected and tested
 
-    def filter_features(self, x: dict[str, Tensor]) -> list[Tensor]:
+    def filter_features(self, x: Dict[str, Tensor]) -> List[Tensor]:
         """The feature maps of ``x`` named in ``featmap_names``, in ``x``'s order
         (as torchvision's layer takes them)."""
-        feats = [v for k, v in x.items() if k in self.featmap_names]
-        if not feats:
-            raise ValueError(f"{type(self).__name__}: none of the feature maps "
-                             f"{self.featmap_names} is in the input (it has {list(x)})")
-        return feats
+        return _filter_features(x, self.featmap_names, self._pooling()[0])
 
-    def infer_scales(self, features: list[Tensor],
-                     image_shapes: list[tuple[int, int]]) -> list[float]:
+    def infer_scales(self, features: List[Tensor],
+                     image_shapes: List[Tuple[int, int]]) -> List[float]:
         """Each feature map's scale relative to the images: ``2 ** round(log2(
         feature height / largest image height))``."""
-        if len(image_shapes) == 0:
-            raise ValueError("images list should not be empty")
-        max_h = max(int(s[0]) for s in image_shapes)
-        return [_infer_scale(f.shape[-2], max_h) for f in features]
+        return _infer_scales(features, image_shapes)
 
-    def levels_of(self, boxes: list[Tensor], k_min: int, k_max: int) -> Tensor:
+    def levels_of(self, boxes: List[Tensor], k_min: int, k_max: int) -> Tensor:
         """The index (0 for level ``k_min``) of the feature map each box is
         pooled from, over the boxes of all images concatenated (int64)."""
-        areas = torch.cat([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in boxes])
-        size = torch.sqrt(areas)
-        # FPN eq. 1; the small epsilon (in the boxes' dtype) keeps boxes that
-        # land exactly on a level boundary from falling below it by rounding.
-        k = torch.floor(self.canonical_level + torch.log2(size / self.canonical_scale)
-                        + torch.tensor(_EPS, dtype=size.dtype))
-        k = torch.clamp(k, min=k_min, max=k_max)
-        return k.to(torch.int64) - k_min
+        return _levels_of(boxes, k_min, k_max, self.canonical_scale, self.canonical_level)
 
     # -- the forward
 
-    def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: dict[str, Tensor], boxes: list[Tensor],
-                image_shapes: list[tuple[int, int]]) -> Tensor:
+    def forward(self, x: Dict[str, Tensor], boxes: List[Tensor],
+                image_shapes: List[Tuple[int, int]]) -> Tensor:
         """Pools every box from its level.
 
         Args:
@@ -128,28 +183,25 @@ class _MultiScalePool(nn.Module):
             ``Tensor[sum L_i, C, out_h, out_w]``, the boxes of image 0 first, in
             the dtype of the first feature map used.
         """
-        feats = self.filter_features(x)
-        scales = self.infer_scales(feats, image_shapes)
-        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1)
-                          for i, b in enumerate(boxes)])
-        if len(feats) == 1:
-            return self._pool(feats[0], rois, scales[0])
+        layer, sampling_ratio, max_pool = self._pooling()
+        return _multiscale_pool(x, boxes, image_shapes, self.featmap_names, self.output_size,
+                                sampling_ratio, self.canonical_scale, self.canonical_level,
+                                max_pool, layer)
 
-        k_min = int(-math.log2(scales[0]))
-        k_max = int(-math.log2(scales[-1]))
-        levels = self.levels_of(boxes, k_min, k_max)
-        first = feats[0]
-        result = first.new_zeros((rois.shape[0], first.shape[1]) + self.output_size)
-        for level, (feat, scale) in enumerate(zip(feats, scales)):
-            idx = torch.where(levels == level)[0]
-            # Levels may differ in dtype under autocast: the result takes the first's.
-            result[idx] = self._pool(feat, rois[idx], scale).to(result.dtype)
-        return result
+    def _pooling(self) -> Tuple[str, int, bool]:
+        """What the two layers' forward differs in: the layer's name (for
+        messages), the sampling ratio and whether boxes are max-pooled. A
+        method, not class attributes, which TorchScript does not see."""
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return (f"featmap_names={self.featmap_names}, output_size={self.output_size}"
-                f"{self._extra()}, canonical_scale={self.canonical_scale}, "
-                f"canonical_level={self.canonical_level}")
+        # torchvision's repr shows neither canonical argument: so does this one
+        # while they have their default values.
+        s = f"featmap_names={self.featmap_names}, output_size={self.output_size}{self._extra()}"
+        if (self.canonical_scale, self.canonical_level) != (224, 4):
+            s += (f", canonical_scale={self.canonical_scale}, "
+                  f"canonical_level={self.canonical_level}")
+        return s
 
     def _extra(self) -> str:
         return ""
@@ -190,9 +242,8 @@ class MultiScaleRoIAlign(_MultiScalePool):
                          canonical_level=canonical_level)
         self.sampling_ratio = int(sampling_ratio)
 
-    def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        return ops.roi_align(feature, rois, self.output_size, spatial_scale=scale,
-                             sampling_ratio=self.sampling_ratio, aligned=False)
+    def _pooling(self) -> Tuple[str, int, bool]:
+        return "MultiScaleRoIAlign", self.sampling_ratio, False
 
     def _extra(self) -> str:
         return f", sampling_ratio={self.sampling_ratio}"
@@ -208,5 +259,5 @@ class MultiScaleRoIPool(_MultiScalePool):
     Faster R-CNN papers.
     """
 
-    def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        return ops.roi_pool(feature, rois, self.output_size, spatial_scale=scale)
+    def _pooling(self) -> Tuple[str, int, bool]:
+        return "MultiScaleRoIPool", -1, True

@@ -1,7 +1,6 @@
 """RoIAlign / RoIPool layers: drop-ins for torchvision.ops.RoIAlign / RoIPool
-(same constructor arguments and repr) on kernelzoo's operators."""
-
-from __future__ import annotations
+(same constructor arguments and repr) on kernelzoo's operators. Scriptable,
+fx-traceable and exportable, as the functions they call."""
 
 from torch import Tensor, nn
 

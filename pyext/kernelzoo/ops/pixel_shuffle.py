@@ -4,8 +4,37 @@ import torch
 from torch import Tensor
 from torch._prims_common import (make_channels_last_strides_for, make_contiguous_strides_for,
                                  suggest_memory_format)
+from torch.overrides import handle_torch_function, has_torch_function_unary
+
+from ._args import int_value, is_integer, type_name
 
 __all__ = ["pixel_shuffle", "pixel_unshuffle"]
+
+_MAX_FACTOR = 2 ** 31  # the largest factor the kernels take (its square fits int64)
+
+
+class FactorRangeError(RuntimeError, ValueError):
+    """A factor the kernels cannot take. A RuntimeError, as the op's own check
+    raises, and a ValueError, as torch raises for factors whose square (or the
+    factor itself) overflows int64."""
+
+
+def _factor_message(name: str, factor_name: str, factor) -> str:
+    if factor > 0:
+        return f"{name}: {factor_name}={factor} is too large"
+    return f"{name} expects a positive {factor_name}, but got {factor}"
+
+
+def _check_factor(name: str, factor_name: str, factor) -> None:
+    """Eager checks of what the dispatcher would refuse with an unhelpful message
+    (or take where torch does not): bool and non-integer factors raise TypeError
+    as torch's functions do; factors beyond what the kernels take raise
+    FactorRangeError."""
+    if not is_integer(factor):
+        raise TypeError(f"{name}: {factor_name} must be an int, but got {type_name(factor)}")
+    factor = int_value(factor)
+    if factor > _MAX_FACTOR or factor < -2 ** 63:
+        raise FactorRangeError(_factor_message(name, factor_name, factor))
 
 
 def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
@@ -21,9 +50,20 @@ def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
     Args:
         input: tensor with at least 3 dimensions whose ``size(-3)`` is divisible
             by ``upscale_factor ** 2``.
-        upscale_factor: positive factor ``r``.
+        upscale_factor: positive factor ``r`` (an int; not a bool).
+
+    Scriptable (``torch.jit.script``), traceable by ``torch.fx`` (one call node)
+    and by ``torch.export``. A non-integer factor raises TypeError, one too
+    large for the kernels (above 2^31) a RuntimeError that is also the
+    ValueError torch raises.
     """
-    return torch.ops.kernelzoo.pixel_shuffle.default(input, upscale_factor)
+    if not torch.jit.is_scripting():
+        if has_torch_function_unary(input):
+            return handle_torch_function(pixel_shuffle, (input,), input, upscale_factor)
+        _check_factor("pixel_shuffle", "upscale_factor", upscale_factor)
+        return torch.ops.kernelzoo.pixel_shuffle.default(input, upscale_factor)
+    # TorchScript knows ops by name only (no .default)
+    return torch.ops.kernelzoo.pixel_shuffle(input, upscale_factor)
 
 
 def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
@@ -32,9 +72,15 @@ def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
     Same semantics as :func:`torch.nn.functional.pixel_unshuffle`, the inverse of
     :func:`pixel_shuffle`. ``size(-2)`` and ``size(-1)`` must be divisible by
     ``downscale_factor``. Dtypes, layouts and differentiability as
-    :func:`pixel_shuffle`.
+    :func:`pixel_shuffle`, and so are scripting, tracing and the errors.
     """
-    return torch.ops.kernelzoo.pixel_unshuffle.default(input, downscale_factor)
+    if not torch.jit.is_scripting():
+        if has_torch_function_unary(input):
+            return handle_torch_function(pixel_unshuffle, (input,), input, downscale_factor)
+        _check_factor("pixel_unshuffle", "downscale_factor", downscale_factor)
+        return torch.ops.kernelzoo.pixel_unshuffle.default(input, downscale_factor)
+    # TorchScript knows ops by name only (no .default)
+    return torch.ops.kernelzoo.pixel_unshuffle(input, downscale_factor)
 
 
 def _empty_output(input: Tensor, size) -> Tensor:
@@ -52,8 +98,8 @@ def _check_common(name: str, input: Tensor, factor: int, factor_name: str) -> No
     torch._check(input.dim() >= 3, lambda: (
         f"{name} expects input to have at least 3 dimensions, but got input with "
         f"{input.dim()} dimension(s)"))
-    torch._check(factor > 0, lambda: f"{name} expects a positive {factor_name}, but got {factor}")
-    torch._check(factor <= 2 ** 31, lambda: f"{name}: {factor_name}={factor} is too large")
+    torch._check(factor > 0, lambda: _factor_message(name, factor_name, factor))
+    torch._check(factor <= _MAX_FACTOR, lambda: _factor_message(name, factor_name, factor))
 
 
 @torch.library.register_fake("kernelzoo::pixel_shuffle")

@@ -1,18 +1,19 @@
 """roi_align: RoIAlign of Mask R-CNN (He et al., 2017), as torchvision.ops.roi_align."""
 
-from __future__ import annotations
-
 import torch
 from torch import Tensor
-from torch.nn.modules.utils import _pair
+from torch.jit.annotations import BroadcastingList2
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from ._roi import BoxesType, as_rois, check_backward, check_forward, check_sampling_ratio
+from ._roi import (BoxesType, as_rois, check_backward, check_forward, check_sampling_ratio,
+                   pooled_size)
 
 __all__ = ["roi_align"]
 
 
-def roi_align(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float = 1.0,
-              sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
+def roi_align(input: Tensor, boxes: BoxesType, output_size: BroadcastingList2[int],
+              spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False) -> Tensor:
     r"""Region-of-interest align (average of bilinear samples), as
     :func:`torchvision.ops.roi_align`: same signature, same results.
 
@@ -30,7 +31,9 @@ def roi_align(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float
         boxes: a ``Tensor[K, 5]`` of rows ``(batch_index, x1, y1, x2, y2)``, or a
             list of ``Tensor[L, 4]`` ``(x1, y1, x2, y2)``, one per image; same
             dtype and device as ``input``.
-        output_size: ``int`` or ``(height, width)`` of the output bins.
+        output_size: ``int`` or ``(height, width)`` of the output bins (of a
+            longer sequence the first two are used, as by torchvision); 0 gives
+            an empty output.
         spatial_scale: factor from box coordinates to feature-map coordinates.
         sampling_ratio: samples per bin and axis; ``<= 0``: adaptive.
         aligned: shift boxes by -0.5 pixel (Detectron2); ``False`` also forces
@@ -50,11 +53,29 @@ def roi_align(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float
     torchvision does) raises an error on CPU. On CUDA, checking would need a
     device-to-host synchronization, so it is not checked: such a box gives zeros
     and receives no gradient (torchvision reads out of bounds there).
+
+    Works wherever torchvision's does: ``torch.jit.script`` (of the function and
+    of :class:`kernelzoo.nn.RoIAlign`), ``torch.fx`` tracing (the call is one
+    node, however the function was imported), ``torch.export`` and
+    ``torch.compile(fullgraph=True)``. Malformed boxes raise
+    :class:`~kernelzoo.ops._roi.BoxesError` (a RuntimeError that is also the
+    AssertionError, IndexError or ValueError torchvision raises for them) or
+    :class:`~kernelzoo.ops._roi.BoxesTypeError` (a TypeError, also
+    AssertionError and AttributeError); an ``output_size`` of fewer than two
+    entries raises IndexError, as torchvision's.
     """
+    if not torch.jit.is_scripting():
+        # Tensor-likes that override torch functions (torch.fx's Proxy among
+        # them) see this call as one call: fx records one node for it.
+        if has_torch_function_variadic(input, boxes):
+            return handle_torch_function(roi_align, (input, boxes), input, boxes, output_size,
+                                         spatial_scale, sampling_ratio, aligned)
     rois = as_rois("roi_align", boxes)
-    ph, pw = _pair(output_size)
-    return torch.ops.kernelzoo.roi_align.default(input, rois, float(spatial_scale), ph, pw,
-                                                 int(sampling_ratio), bool(aligned))
+    ph, pw = pooled_size("roi_align", output_size)
+    if not torch.jit.is_scripting():
+        check_sampling_ratio("roi_align", sampling_ratio)
+    return torch.ops.kernelzoo.roi_align(input, rois, float(spatial_scale), ph, pw,
+                                         int(sampling_ratio), bool(aligned))
 
 
 @torch.library.register_fake("kernelzoo::roi_align")

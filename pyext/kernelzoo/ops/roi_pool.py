@@ -1,17 +1,17 @@
 """roi_pool: RoIPool of Fast R-CNN (Girshick, 2015), as torchvision.ops.roi_pool."""
 
-from __future__ import annotations
-
 import torch
 from torch import Tensor
-from torch.nn.modules.utils import _pair
+from torch.jit.annotations import BroadcastingList2
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from ._roi import BoxesType, as_rois, check_backward, check_forward, dtype_name
+from ._roi import BoxesType, as_rois, check_backward, check_forward, dtype_name, pooled_size
 
 __all__ = ["roi_pool"]
 
 
-def roi_pool(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float = 1.0) -> Tensor:
+def roi_pool(input: Tensor, boxes: BoxesType, output_size: BroadcastingList2[int],
+             spatial_scale: float = 1.0) -> Tensor:
     r"""Region-of-interest max pooling, as :func:`torchvision.ops.roi_pool`: same
     signature, same results.
 
@@ -27,7 +27,8 @@ def roi_pool(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float 
         boxes: a ``Tensor[K, 5]`` of rows ``(batch_index, x1, y1, x2, y2)``, or a
             list of ``Tensor[L, 4]`` ``(x1, y1, x2, y2)``, one per image; same
             dtype and device as ``input``.
-        output_size: ``int`` or ``(height, width)`` of the output bins.
+        output_size: ``int`` or ``(height, width)`` of the output bins (as
+            :func:`roi_align`'s; 0 gives an empty output).
         spatial_scale: factor from box coordinates to feature-map coordinates.
 
     Returns:
@@ -41,10 +42,18 @@ def roi_pool(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float 
     ``torch.use_deterministic_algorithms(True)``, runs a deterministic gather.
     A batch index outside ``[0, N)`` raises an error on CPU; on CUDA it is not
     checked (that would need a synchronization) and such a box gives zeros.
+
+    Scriptable, fx-traceable, exportable and compilable, with the errors of
+    :func:`roi_align`.
     """
+    if not torch.jit.is_scripting():
+        # One call for torch.fx and other torch-function overrides, as roi_align.
+        if has_torch_function_variadic(input, boxes):
+            return handle_torch_function(roi_pool, (input, boxes), input, boxes, output_size,
+                                         spatial_scale)
     rois = as_rois("roi_pool", boxes)
-    ph, pw = _pair(output_size)
-    output, _ = torch.ops.kernelzoo.roi_pool.default(input, rois, float(spatial_scale), ph, pw)
+    ph, pw = pooled_size("roi_pool", output_size)
+    output, _ = torch.ops.kernelzoo.roi_pool(input, rois, float(spatial_scale), ph, pw)
     return output
 
 
