@@ -58,3 +58,61 @@ def test_per_channel_quantized_pixel_shuffle_is_rejected():
                                    torch.tensor([0, 0, 0, 0]), 1, torch.quint8)
     with pytest.raises(RuntimeError, match="supports per-tensor affine quantized tensors only"):
         ops.pixel_shuffle(q, 2)
+
+
+# --- roi_align ------------------------------------------------------------------------
+
+try:
+    import torchvision.ops as tv_ops
+except ImportError:
+    tv_ops = None
+needs_torchvision = pytest.mark.skipif(tv_ops is None, reason="torchvision is not installed")
+
+
+def quantized_boxes(k, height, width, qdtype=torch.quint8, scale=0.125, seed=0, image=0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(k, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
+    wh = 1 + torch.rand(k, 2, generator=g) * torch.tensor([width * 0.5, height * 0.5])
+    boxes = torch.cat([torch.full((k, 1), float(image)), xy, xy + wh], 1)
+    return torch.quantize_per_tensor(boxes, scale, 0, qdtype)
+
+
+@needs_torchvision
+@pytest.mark.parametrize("qdtype", [torch.quint8, torch.qint8])
+@pytest.mark.parametrize("sampling_ratio,aligned", [(2, False), (-1, True), (1, False)])
+def test_quantized_roi_align_matches_torchvision(qdtype, sampling_ratio, aligned):
+    x = quantized((1, 5, 12, 15), qdtype, scale=0.04, zero_point=10)
+    boxes = quantized_boxes(9, 12, 15, qdtype, scale=0.25)  # torchvision: the same qdtype
+    got = ops.roi_align(x, boxes, (3, 2), 0.5, sampling_ratio, aligned)
+    want = tv_ops.roi_align(x, boxes, (3, 2), 0.5, sampling_ratio, aligned)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.q_scale() == want.q_scale() and got.q_zero_point() == want.q_zero_point()
+    # the same float math up to summation order: a value on a rounding boundary
+    # may land one quantum apart
+    diff = (got.int_repr().int() - want.int_repr().int()).abs()
+    assert diff.max() <= 1 and (diff == 0).float().mean() > 0.97
+
+
+@needs_torchvision
+def test_quantized_roi_align_takes_any_batch():
+    """torchvision allows one image per quantized batch; each image of a batch
+    gives what it gives alone."""
+    x = quantized((2, 3, 10, 11), torch.quint8, scale=0.05, zero_point=7)
+    b0, b1 = quantized_boxes(4, 10, 11, seed=1, image=0), quantized_boxes(3, 10, 11, seed=2, image=1)
+    boxes = torch.quantize_per_tensor(torch.cat([b0.dequantize(), b1.dequantize()]), 0.125, 0,
+                                      torch.quint8)
+    got = ops.roi_align(x, boxes, 2, 1.0, 2)
+    alone0 = tv_ops.roi_align(x[:1], b0, 2, 1.0, 2)
+    b1_as_0 = torch.quantize_per_tensor(b1.dequantize() - torch.tensor([1.0, 0, 0, 0, 0]), 0.125, 0,
+                                        torch.quint8)
+    alone1 = tv_ops.roi_align(torch.quantize_per_tensor(x[1:].dequantize(), 0.05, 7, torch.quint8),
+                              b1_as_0, 2, 1.0, 2)
+    want = torch.cat([alone0.int_repr(), alone1.int_repr()])
+    assert (got.int_repr().int() - want.int()).abs().max() <= 1
+
+
+def test_quantized_roi_align_needs_quantized_boxes():
+    x = quantized((1, 2, 6, 6), torch.quint8)
+    boxes = torch.tensor([[0.0, 1.0, 1.0, 4.0, 4.0]])
+    with pytest.raises(ValueError, match="if input is quantized, boxes must also be quantized"):
+        ops.roi_align(x, boxes, 2)

@@ -788,19 +788,20 @@ def test_error_messages(name, op, args, exc_types, message, mode):
 
 
 @pytest.mark.parametrize("mode", ["eager", "meta"])
-def test_sampling_ratio_beyond_int32_is_an_error(mode):
-    # The kernels hold it in int: 2^31 would wrap to a negative, adaptive, ratio.
+def test_sampling_ratio_above_the_limit_is_an_error(mode):
+    # At most 1024 samples per bin and axis (README); in particular no ratio can
+    # wrap around the kernels' int: 2^31 would become a negative, adaptive, ratio.
     x, r = (X, R) if mode == "eager" else (X.to("meta"), R.to("meta"))
-    with pytest.raises(RuntimeError, match=re.escape(
-            "roi_align: sampling_ratio must be at most 2^31 - 1, but got 2147483648")):
+    limit = "sampling_ratio must be at most 1024 (samples per bin and axis; 0 or less: adaptive)"
+    with pytest.raises(RuntimeError, match=re.escape(f"roi_align: {limit}, but got 2147483648")):
         ops.roi_align(x, r, 2, 1.0, 2 ** 31)
     # beyond int64 too (the dispatcher would refuse it with "Expected a value of type 'int'")
     with pytest.raises(RuntimeError, match=re.escape(
-            "roi_align: sampling_ratio must be at most 2^31 - 1, but got 9223372036854775808")):
+            f"roi_align: {limit}, but got 9223372036854775808")):
         ops.roi_align(x, r, 2, 1.0, 2 ** 63)
     g = torch.zeros(1, 3, 2, 2, device=x.device)
     with pytest.raises(RuntimeError, match=re.escape(
-            "_roi_align_backward: sampling_ratio must be at most 2^31 - 1, but got 4294967298")):
+            f"_roi_align_backward: {limit}, but got 4294967298")):
         torch.ops.kernelzoo._roi_align_backward(g, r, 1.0, 2, 2, 2, 3, 5, 6, 2 ** 32 + 2, False)
     if mode == "eager":
         # any ratio <= 0 is adaptive: -2^32 + 5 must not wrap to 5

@@ -344,8 +344,8 @@ TEST(RoiApiErrors, Messages) {
   expect_error([&] { kernelzoo::roi_align(x[0], r, 1.0, 2, 2); },
                "roi_align: expected input of shape (N, C, H, W), but got a tensor with 3 "
                "dimension(s), of shape [3, 5, 6]");
-  expect_error([&] { kernelzoo::roi_align(x, r, 1.0, 0, 2); },
-               "roi_align: output_size must be positive, but got (0, 2)");
+  expect_error([&] { kernelzoo::roi_align(x, r, 1.0, -1, 2); },
+               "roi_align: output_size must be non-negative, but got (-1, 2)");
   const at::Tensor bad = at::tensor({5.0, 0.0, 0.0, 2.0, 2.0}).reshape({1, 5}).to(at::kFloat);
   expect_error([&] { kernelzoo::roi_pool(x, bad, 1.0, 2, 2); },
                "roi_pool: boxes[0, 0] = 5 is not a valid batch index for an input with batch size 2 "

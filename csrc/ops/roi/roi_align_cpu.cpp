@@ -22,6 +22,7 @@
 // with little work (fewer than 8 taps per plane pixel) adds into its grad_input
 // planes directly, one channel at a time, in the same order. Deterministic,
 // whatever the number of threads.
+#include <ATen/ops/quantize_per_tensor.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
@@ -355,6 +356,31 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   return b.grad_input;
 }
 
+// Quantized input and boxes (per-tensor affine), as torchvision takes them:
+// both are dequantized to float32, pooled by the float kernel, and the output
+// is quantized with the input's scale and zero point (ATen's rounding, as
+// torchvision's quantized kernel). torchvision allows a batch of one image
+// only; any batch works here.
+at::Tensor roi_align_quantized_cpu(const at::Tensor& input, const at::Tensor& rois,
+                                   double spatial_scale, int64_t pooled_h, int64_t pooled_w,
+                                   int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK_VALUE(input.is_quantized() && rois.is_quantized(),
+                    "roi_align: if input is quantized, boxes must also be quantized (and the "
+                    "other way round), but got input ", input.scalar_type(), " and boxes ",
+                    rois.scalar_type());
+  for (const at::Tensor* t : {&input, &rois}) {
+    TORCH_CHECK(t->qscheme() == at::kPerTensorAffine,
+                "roi_align: quantized input and boxes must be per-tensor affine, but got ",
+                c10::toString(t->qscheme()));
+  }
+  const at::Tensor x = input.dequantize(), r = rois.dequantize();
+  const Forward f = prepare_forward(RoiOp::Align, x, r,
+                                    Args{spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned});
+  forward_cpu<float>(f);
+  return at::quantize_per_tensor(f.output, input.q_scale(), input.q_zero_point(),
+                                 input.scalar_type());
+}
+
 }  // namespace
 }  // namespace roi_detail
 }  // namespace kernelzoo
@@ -362,4 +388,8 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
 TORCH_LIBRARY_IMPL(kernelzoo, CPU, m) {
   m.impl("roi_align", &kernelzoo::roi_detail::roi_align_cpu);
   m.impl("_roi_align_backward", &kernelzoo::roi_detail::roi_align_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(kernelzoo, QuantizedCPU, m) {
+  m.impl("roi_align", &kernelzoo::roi_detail::roi_align_quantized_cpu);
 }

@@ -147,9 +147,14 @@ def _check_output_size(op: str, pooled_h, pooled_w) -> None:
         f"{op}: output_size must be at most 2^31 - 1, but got ({pooled_h}, {pooled_w})"))
 
 
+# The largest sampling ratio (csrc/ops/roi/roi_math.h: kMaxSamplingRatio).
+MAX_SAMPLING_RATIO = 1024
+
+
 def check_sampling_ratio(op: str, sampling_ratio: int) -> None:
-    torch._check(sampling_ratio <= _MAX_INT, lambda: (
-        f"{op}: sampling_ratio must be at most 2^31 - 1, but got {sampling_ratio}"))
+    torch._check(sampling_ratio <= MAX_SAMPLING_RATIO, lambda: (
+        f"{op}: sampling_ratio must be at most {MAX_SAMPLING_RATIO} (samples per bin and axis; "
+        f"0 or less: adaptive), but got {sampling_ratio}"))
 
 
 def check_forward(op: str, input: Tensor, rois: Tensor, pooled_h, pooled_w) -> None:
