@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+import kernelzoo
 import kernelzoo.registry as registry
+from kernelzoo.registry import PluginWarning
 
 FAKE_PREFIX = "kzfake_"
 
@@ -101,3 +103,15 @@ def fake_site(tmp_path, monkeypatch, fresh_registry):
     _forget_fake_modules()
     yield site
     _forget_fake_modules()
+
+
+def plugin(family: str):
+    """The one PluginInfo of ``family`` (asserts there is exactly one)."""
+    found = [p for p in kernelzoo.list_plugins() if p.family == family]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def plugin_warnings(record) -> list[str]:
+    """The messages of the PluginWarnings in a ``warnings.catch_warnings`` record."""
+    return [str(w.message) for w in record if issubclass(w.category, PluginWarning)]

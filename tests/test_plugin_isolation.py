@@ -22,7 +22,8 @@ from kernelzoo import ModelFamily, cli
 from kernelzoo.registry import PluginError, PluginWarning
 from kernelzoo.testing import FamilyCheckError, check_family
 
-from _plugin_helpers import fake_site, fresh_registry, good_plugin  # noqa: F401  (fixtures)
+from _plugin_helpers import (fake_site, fresh_registry, good_plugin,  # noqa: F401  (fixtures)
+                             plugin, plugin_warnings)
 
 ARGPARSE_AT_IMPORT = """
 import argparse
@@ -47,14 +48,6 @@ RAISING_AT_IMPORT = {
 }
 
 
-def plugin(family: str):
-    found = [p for p in kernelzoo.list_plugins() if p.family == family]
-    assert len(found) == 1, found
-    return found[0]
-
-
-def plugin_warnings(record) -> list[str]:
-    return [str(w.message) for w in record if issubclass(w.category, PluginWarning)]
 
 
 @pytest.mark.parametrize("kind", list(RAISING_AT_IMPORT))

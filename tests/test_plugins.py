@@ -17,23 +17,15 @@ import torch
 
 import kernelzoo
 import kernelzoo.registry as registry
-from kernelzoo.registry import PluginError, PluginWarning, UnknownModelError
+from kernelzoo.registry import PluginError, PluginWarning
 
-from _plugin_helpers import fake_site, fresh_registry, good_plugin  # noqa: F401  (fixtures)
+from _plugin_helpers import (fake_site, fresh_registry, good_plugin,  # noqa: F401  (fixtures)
+                             plugin, plugin_warnings)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "kernelzoo-plugin-example"
 
 
-def plugin(family: str):
-    """The one PluginInfo of ``family`` (asserts there is exactly one)."""
-    found = [p for p in kernelzoo.list_plugins() if p.family == family]
-    assert len(found) == 1, found
-    return found[0]
-
-
-def plugin_warnings(record) -> list[str]:
-    return [str(w.message) for w in record if issubclass(w.category, PluginWarning)]
 
 
 # --------------------------------------------------------------------------- built-in

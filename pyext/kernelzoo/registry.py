@@ -199,19 +199,28 @@ def _captured_output():
         yield buf
 
 
-def _call_plugin(what: str, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)``, plugin code: an ``Exception`` passes through
-    unchanged; any other ``BaseException`` but a real Ctrl-C becomes a
-    :class:`PluginError` (``"<what> raised SystemExit(2): ..."``) chained to it."""
+def _run_plugin_code(fn, args, kwargs, *, passthrough, wrap):
+    """``fn(*args, **kwargs)``, plugin code: an exception of type
+    ``passthrough`` and a real Ctrl-C pass through unchanged; anything else
+    raised becomes ``wrap(e)``, chained to it."""
     with _SigintWatch() as watch:
         try:
             return fn(*args, **kwargs)
-        except Exception:
+        except passthrough:
             raise
         except BaseException as e:
             if watch.real_interrupt(e):
                 raise
-            raise PluginError(f"{what} raised {_describe_exception(e)}") from e
+            raise wrap(e) from e
+
+
+def _call_plugin(what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, plugin code: an ``Exception`` passes through
+    unchanged; any other ``BaseException`` but a real Ctrl-C becomes a
+    :class:`PluginError` (``"<what> raised SystemExit(2): ..."``) chained to it."""
+    return _run_plugin_code(
+        fn, args, kwargs, passthrough=Exception,
+        wrap=lambda e: PluginError(f"{what} raised {_describe_exception(e)}"))
 
 
 # --------------------------------------------------------------------------- families

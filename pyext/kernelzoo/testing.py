@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .registry import (ModelFamily, PluginError, _describe_exception, _SigintWatch,
+from .registry import (ModelFamily, PluginError, _describe_exception, _run_plugin_code,
                        get_family)
 
 __all__ = ["check_family", "FamilyCheckError"]
@@ -183,15 +183,9 @@ def _check_preset(family: ModelFamily, preset: str, *, device, batch_size, compi
     def step(what, fn, *args):
         # The family's code may raise anything, sys.exit() included: every
         # failure but a real Ctrl-C is reported as this step's.
-        with _SigintWatch() as watch:
-            try:
-                return fn(*args)
-            except FamilyCheckError:
-                raise
-            except BaseException as e:
-                if watch.real_interrupt(e):
-                    raise
-                raise FamilyCheckError(f"{what} raised {_describe(e)}") from e
+        return _run_plugin_code(
+            fn, args, {}, passthrough=FamilyCheckError,
+            wrap=lambda e: FamilyCheckError(f"{what} raised {_describe(e)}"))
 
     torch.manual_seed(seed)
     model = step("build", family.create, preset).to(device)
