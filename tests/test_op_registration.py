@@ -53,7 +53,42 @@ def _pixel_unshuffle_samples():
     yield torch.randn(2, 2, 6, 10).contiguous(memory_format=torch.channels_last), 2
 
 
+def _flash_inputs():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 5, 4, 8, generator=g)
+    k = torch.randn(2, 7, 2, 8, generator=g)
+    v = torch.randn(2, 7, 2, 8, generator=g)
+    return q, k, v
+
+
+def _flash_attn_forward_samples():
+    q, k, v = _flash_inputs()
+    yield q.requires_grad_(), k.requires_grad_(), v, None, None, 5, 7, 0.0, 0.35, -1, 0, 0.0, \
+        None, False, None, 0
+    cu = torch.tensor([0, 2, 5], dtype=torch.int32)
+    yield q[0], k[0, :5], v[0, :5], cu, cu, 3, 3, 0.2, 0.35, 2, -1, 3.0, \
+        torch.rand(4), True, torch.tensor(17), 0
+
+
+def _flash_attn_backward_samples():
+    q, k, v = (t.double() for t in _flash_inputs())
+    out, lse, _ = torch.ops.kernelzoo.flash_attn_forward(q, k, v, None, None, 5, 7, 0.0, 0.35,
+                                                         -1, 0, 0.0, None, False, None, 0)
+    yield torch.randn_like(out), q, k, v, out, lse, None, None, 5, 7, 0.0, 0.35, -1, 0, 0.0, \
+        None, False, None, 0
+
+
+def _flash_attn_kvcache_samples():
+    q, k, v = _flash_inputs()
+    kc, vc = torch.zeros(3, 9, 2, 8), torch.zeros(3, 9, 2, 8)
+    yield q[:, :1], kc, vc, k[:, :1], v[:, :1], torch.tensor([2, 4], dtype=torch.int32), \
+        torch.tensor([2, 0], dtype=torch.int32), 0.35, -1, 0, 0.0, None
+
+
 SAMPLES = {
+    "flash_attn_forward": _flash_attn_forward_samples,
+    "_flash_attn_backward": _flash_attn_backward_samples,
+    "flash_attn_kvcache": _flash_attn_kvcache_samples,
     "roi_align": _roi_align_samples,
     "roi_pool": _roi_pool_samples,
     "_roi_align_backward": _roi_align_backward_samples,

@@ -91,8 +91,9 @@ def _cmd_info(args) -> int:
     print("ops (backends with kernels)")
     width = max((len(n) for n in ops), default=0)
     for name, backends in ops.items():
-        keys = [k if v == "kernel" else f"{k} (not built: rebuild with FORCE_CUDA=1)"
-                for k, v in backends.items() if v != "none"]
+        notes = {"stub": " (not built: rebuild with FORCE_CUDA=1)",
+                 "not written": " (no CUDA kernel yet)"}
+        keys = [k + notes.get(v, "") for k, v in backends.items() if v != "none"]
         print(f"  {name:<{width}}  {', '.join(keys)}")
     _print_families(report["families"])
     return 0

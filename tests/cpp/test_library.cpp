@@ -2,8 +2,9 @@
 // list to keep in sync): each has a CPU kernel and a CUDA kernel, which in this
 // CPU-only build of the library is the stub that define_ops() registers from
 // the schemas (csrc/common/library.h), and the stub's message names the op and
-// says how to rebuild. The Python build CI makes has real CUDA kernels instead;
-// this is where the stub of every op is tested.
+// says how to rebuild, or, for an op whose CUDA kernels are not written yet,
+// says that. The Python build CI makes has real CUDA kernels instead; this is
+// where the stub of every op is tested.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <gtest/gtest.h>
 
@@ -37,6 +38,11 @@ TEST(Library, EveryOpHasCpuKernelAndCudaStub) {
       ADD_FAILURE() << name.name << ": the CUDA stub did not raise";
     } catch (const c10::Error& e) {
       const std::string msg = e.what_without_backtrace();
+      if (kernelzoo::cuda_not_written(name.name)) {
+        EXPECT_EQ(msg, kernelzoo::cuda_not_written_message(name.name)) << name.name;
+        EXPECT_NE(msg.find("no CUDA kernel for this operator yet"), std::string::npos);
+        continue;
+      }
       EXPECT_EQ(msg, kernelzoo::cuda_not_built_message(name.name)) << name.name;
       EXPECT_NE(msg.find("has no CUDA kernels"), std::string::npos);
       // --no-deps: --force-reinstall alone would reinstall torch as well

@@ -30,7 +30,6 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -38,6 +37,7 @@
 
 #include "../../common/acc_type.h"
 #include "../../common/cpu_vec.h"
+#include "../../common/parallel.h"
 #include "roi_args.h"
 #include "roi_math.h"
 
@@ -192,37 +192,15 @@ struct Scratch {
   std::vector<double>& buf(double) { return buf_d; }
 };
 
-// Runs f(n, c0, cbn, scratch) for every unit, in parallel when `work` (a rough
-// count of the call's element operations) makes it worth waking the other
-// threads; `scratch` is a Scratch shared by the units one thread runs. Units
-// are handed out one at a time from a shared counter (dynamic scheduling):
-// images may have very different numbers of rois, and a thread that loses its
-// core to another process takes fewer units instead of holding the others up
-// at the end. Which thread runs a unit does not change its result.
-constexpr int64_t kParallelWork = int64_t{1} << 16;
-
+// Runs f(n, c0, cbn, scratch) for every unit (common/parallel.h's dynamic
+// scheduling; `scratch` is the Scratch of the thread running the unit).
 template <typename F>
 void for_each_unit(int64_t batch_size, int64_t channels, int64_t work, const F& f) {
   const int64_t blocks = (channels + kCB - 1) / kCB;
-  const int64_t units = batch_size * blocks;
-  auto run = [&](int64_t u, Scratch& scratch) {
+  for_each_task<Scratch>(batch_size * blocks, work, [&](int64_t u, Scratch& scratch) {
     const int64_t cb = u / batch_size, n = u % batch_size;
     const int64_t c0 = cb * kCB;
     f(n, c0, std::min(kCB, channels - c0), scratch);
-  };
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), units);
-  if (threads <= 1 || work < kParallelWork || at::in_parallel_region()) {
-    Scratch scratch;
-    for (int64_t u = 0; u < units; ++u) run(u, scratch);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    Scratch scratch;
-    for (int64_t u = next.fetch_add(1, std::memory_order_relaxed); u < units;
-         u = next.fetch_add(1, std::memory_order_relaxed)) {
-      run(u, scratch);
-    }
   });
 }
 

@@ -4,8 +4,14 @@ Each is also reachable as ``torch.ops.kernelzoo.<name>``; importing this package
 registers their fake (meta) kernels and autograd formulas.
 """
 
+from .flash_attn import (flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpacked_func,
+                         flash_attn_varlen_func, flash_attn_varlen_kvpacked_func,
+                         flash_attn_varlen_qkvpacked_func, flash_attn_with_kvcache)
 from .pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from .roi_align import roi_align
 from .roi_pool import roi_pool
 
-__all__ = ["pixel_shuffle", "pixel_unshuffle", "roi_align", "roi_pool"]
+__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_qkvpacked_func",
+           "flash_attn_kvpacked_func", "flash_attn_varlen_qkvpacked_func",
+           "flash_attn_varlen_kvpacked_func", "flash_attn_with_kvcache", "pixel_shuffle",
+           "pixel_unshuffle", "roi_align", "roi_pool"]

@@ -1,0 +1,866 @@
+// CPU kernels of flash attention: forward (dense, varlen, kvcache) and backward.
+//
+// Forward, per (sequence b, query head h, block of kBlockQ query rows), a task:
+// the block's queries are read once, then the key/value blocks of kBlockK keys
+// that some row of the block sees (flash_attn_math.h: visible_keys) are
+// streamed: S = Q K^T on the BLAS (at::mm on the converted tiles), the scores
+// scaled, capped and biased (softcap, ALiBi), masked, and folded into a running
+// softmax per row (running maximum m and sum l, the output accumulator rescaled
+// by exp(m_old - m_new)), the probabilities dropped out by the counter-based
+// mask, then O += P V. Memory is O(tile) per thread; no (seqlen_q x seqlen_k)
+// buffer exists. Every row's result is computed by one task in a fixed order:
+// results do not depend on the thread count.
+//
+// Backward (flash-attn 2's recomputation from the saved log-sum-exp), with
+// every gradient element owned by one task (deterministic, no atomics). With
+// enough (batch, key/value head) pairs, one task per pair walks the query
+// blocks of its group's heads and their key blocks once, recomputing P and
+// dP = dO V^T, and accumulates dQ = scale * dS K, dV = P_drop^T dO and
+// dK = scale * dS^T Q. With few pairs (MQA on one sequence), two passes over
+// blocks instead: dQ per (b, h, query block), then dK and dV per (b, g, key
+// block), each recomputing P and dP. dS = P * (dP - D) with D = rowsum(dO * O),
+// dP taking the dropout mask and scaling like P did. K^T and V^T are built
+// once per call, as in the forward.
+//
+// Everything is computed in acc_type_t<scalar_t> (float for float32, float16
+// and bfloat16, whose tiles are converted; double for float64).
+#include <ATen/Dispatch.h>
+#include <ATen/native/CPUBlas.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "../../common/acc_type.h"
+#include "../../common/cpu_vec.h"
+#include "../../common/dispatch.h"
+#include "../../common/parallel.h"
+#include "flash_attn_args.h"
+#include "flash_attn_math.h"
+
+namespace kernelzoo {
+namespace flash_attn_detail {
+
+constexpr int64_t kBlockQ = 128;  // query rows per task
+constexpr int64_t kBlockK = 512;  // keys per streamed block
+// The backward runs in one pass per (batch, kv head) when there are at least
+// this many of them, else in two passes over blocks. A constant, not the
+// thread count, so that the choice, hence the result, does not depend on it.
+constexpr int64_t kSinglePassTasks = 4;
+
+// --- exp over a row, vectorizable ----------------------------------------------------------
+// e^x for float lanes: x = n ln2 + r, |r| <= ln2 / 2, e^r by a degree-6
+// polynomial (relative error below 2e-7), 2^n through the exponent bits; exactly
+// 0 for x < -87.3 (masked scores are -inf). Plain arithmetic, so the compiler
+// vectorizes a loop of it in each KZ_CPU_CLONES target.
+KZ_ALWAYS_INLINE float exp_lane(float x) {
+  const float xc = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  // round to nearest through the float's own rounding (1.5 * 2^23): plain arithmetic
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (xc - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -87.3f ? 0.0f : p * scale;
+}
+
+KZ_ALWAYS_INLINE double exp_lane(double x) { return std::exp(x); }
+
+// Maximum and sum of a row, on 16 (float) or 8 (double) lanes at once: a fixed
+// order, so results do not depend on anything but the row.
+template <typename acc_t>
+KZ_ALWAYS_INLINE acc_t row_max(const acc_t* x, int64_t n) {
+  constexpr int kL = 64 / sizeof(acc_t);
+  acc_t mx = -std::numeric_limits<acc_t>::infinity();
+  int64_t c = 0;
+#if defined(KZ_VECTOR_EXTENSIONS)
+  using V = typename Lanes<acc_t, kL>::type;
+  if (n >= kL) {
+    V m;
+    std::memcpy(&m, x, sizeof(V));
+    for (c = kL; c + kL <= n; c += kL) {
+      V v;
+      std::memcpy(&v, x + c, sizeof(V));
+      m = v > m ? v : m;
+    }
+    for (int l = 0; l < kL; ++l) mx = m[l] > mx ? m[l] : mx;
+  }
+#endif
+  for (; c < n; ++c) mx = x[c] > mx ? x[c] : mx;
+  return mx;
+}
+
+template <typename acc_t>
+KZ_ALWAYS_INLINE acc_t row_sum(const acc_t* x, int64_t n) {
+  constexpr int kL = 64 / sizeof(acc_t);
+  acc_t sum = acc_t(0);
+  int64_t c = 0;
+#if defined(KZ_VECTOR_EXTENSIONS)
+  using V = typename Lanes<acc_t, kL>::type;
+  V acc = V{};
+  for (; c + kL <= n; c += kL) {
+    V v;
+    std::memcpy(&v, x + c, sizeof(V));
+    acc += v;
+  }
+  for (int l = 0; l < kL; ++l) sum += acc[l];
+#endif
+  for (; c < n; ++c) sum += x[c];
+  return sum;
+}
+
+// The scores of one row of a block after S = Q K^T: scaled, capped, biased,
+// masked outside [lo, hi) (as column indices of the block); returns the row's
+// maximum (-inf when every column is masked). `tanh_out`, when not null,
+// receives tanh of the capped score for the backward.
+template <typename acc_t>
+KZ_ALWAYS_INLINE acc_t transform_row_impl(acc_t* s, int64_t cols, int64_t lo, int64_t hi, acc_t scale,
+                                          acc_t softcap, acc_t slope, int64_t diag, acc_t* tanh_out) {
+  const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
+  if (softcap > acc_t(0)) {  // rare: a loop of its own, with tanh
+    for (int64_t c = 0; c < cols; ++c) {
+      const acc_t t = std::tanh(s[c] * scale / softcap);
+      if (tanh_out) tanh_out[c] = t;
+      s[c] = softcap * t;
+    }
+    scale = acc_t(1);
+  }
+  // ALiBi: -slope * |i + shift - j|, diag = i + shift - j0 being the distance at column 0.
+  const acc_t diag_f = static_cast<acc_t>(diag);
+  for (int64_t c = 0; c < cols; ++c) {
+    const acc_t d = diag_f - static_cast<acc_t>(c);
+    const acc_t v = s[c] * scale - slope * (d < acc_t(0) ? -d : d);
+    s[c] = (c >= lo && c < hi) ? v : neg_inf;
+  }
+  return row_max(s, cols);
+}
+
+KZ_CPU_CLONES float transform_row(float* s, int64_t cols, int64_t lo, int64_t hi, float scale,
+                                  float softcap, float slope, int64_t diag, float* tanh_out) {
+  return transform_row_impl(s, cols, lo, hi, scale, softcap, slope, diag, tanh_out);
+}
+KZ_CPU_CLONES double transform_row(double* s, int64_t cols, int64_t lo, int64_t hi, double scale,
+                                   double softcap, double slope, int64_t diag, double* tanh_out) {
+  return transform_row_impl(s, cols, lo, hi, scale, softcap, slope, diag, tanh_out);
+}
+
+// s[c] = exp(s[c] - shift); returns the sum.
+template <typename acc_t>
+KZ_ALWAYS_INLINE acc_t exp_row_impl(acc_t* s, int64_t cols, acc_t shift) {
+  for (int64_t c = 0; c < cols; ++c) s[c] = exp_lane(s[c] - shift);
+  return row_sum(s, cols);
+}
+
+KZ_CPU_CLONES float exp_row(float* s, int64_t cols, float shift) { return exp_row_impl(s, cols, shift); }
+KZ_CPU_CLONES double exp_row(double* s, int64_t cols, double shift) {
+  return exp_row_impl(s, cols, shift);
+}
+
+namespace {
+
+// --- sequences and tiles ------------------------------------------------------------------
+
+// Sequence b of the problem: its query rows start at q0 (varlen offsets; 0
+// dense) and number sq; its keys start at k0 and number sk, in kv batch kv_b.
+struct Seq {
+  int64_t q0, sq, k0, sk, kv_b;
+};
+
+Seq sequence(const FlashParams& p, int64_t b) {
+  if (p.cu_seqlens_q) {
+    return {p.cu_seqlens_q[b], p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b], p.cu_seqlens_k[b],
+            p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b], 0};
+  }
+  return {0, p.seqlen_q, 0, p.seqused_k ? p.seqused_k[b] : p.seqlen_k,
+          p.kv_batch_idx ? p.kv_batch_idx[b] : b};
+}
+
+// Rows [r0, r0 + rows) of a head, `dim` wide, row stride `stride`, converted
+// to a contiguous acc_t tile.
+template <typename scalar_t, typename acc_t>
+void load_tile(const scalar_t* base, int64_t stride, int64_t rows, int64_t dim, acc_t* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const scalar_t* src = base + r * stride;
+    acc_t* d = dst + r * dim;
+    for (int64_t c = 0; c < dim; ++c) d[c] = static_cast<acc_t>(src[c]);
+  }
+}
+
+// The rows of a head as acc_t rows: the input itself when it is already acc_t
+// (no copy), else a converted tile in `buf`.
+template <typename acc_t>
+struct Rows {
+  const acc_t* ptr;
+  int64_t ld;
+};
+
+template <typename scalar_t, typename acc_t>
+Rows<acc_t> rows_of(const scalar_t* base, int64_t stride, int64_t rows, int64_t dim, acc_t* buf) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return {base, stride};
+  } else {
+    load_tile(base, stride, rows, dim, buf);
+    return {buf, dim};
+  }
+}
+
+// Rows [0, rows) of a head, transposed: dst[c * ld + r] = base[r * stride + c].
+template <typename scalar_t, typename acc_t>
+void load_tile_transposed(const scalar_t* base, int64_t stride, int64_t rows, int64_t dim,
+                          acc_t* dst, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const scalar_t* src = base + r * stride;
+    for (int64_t c = 0; c < dim; ++c) dst[c * ld + r] = static_cast<acc_t>(src[c]);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void store_tile(const acc_t* src, int64_t rows, int64_t dim, scalar_t* base, int64_t stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const acc_t* s = src + r * dim;
+    scalar_t* d = base + r * stride;
+    for (int64_t c = 0; c < dim; ++c) d[c] = static_cast<scalar_t>(s[c]);
+  }
+}
+
+// C (m x n, row stride ldc) = [C +] A B, with A(i, l) = a[i * a_rs + l * a_cs]
+// (m x k) and B(l, j) = b[l * b_rs + j * b_cs] (k x n): a transposed operand is
+// the same memory with its strides swapped. float32 with both operands
+// row-major runs on torch's batch-reduce GEMM micro-kernel (cpublas::brgemm,
+// oneDNN), everything else on the BLAS through at::mm / at::addmm on views (no
+// copies; a few microseconds of dispatch per call).
+template <typename acc_t>
+void gemm(int64_t m, int64_t n, int64_t k, const acc_t* a, int64_t a_rs, int64_t a_cs,
+          const acc_t* b, int64_t b_rs, int64_t b_cs, acc_t* c, int64_t ldc, bool accumulate) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (!accumulate) {
+      for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, acc_t(0));
+    }
+    return;
+  }
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (a_cs == 1 && b_cs == 1) {
+      at::native::cpublas::brgemm(m, n, k, a_rs, b_rs, ldc, accumulate, a, b, c,
+                                  /*is_vnni=*/false);
+      return;
+    }
+  }
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  at::Tensor C = at::from_blob(c, {m, n}, {ldc, 1}, opts);
+  const at::Tensor A = at::from_blob(const_cast<acc_t*>(a), {m, k}, {a_rs, a_cs}, opts);
+  const at::Tensor B = at::from_blob(const_cast<acc_t*>(b), {k, n}, {b_rs, b_cs}, opts);
+  if (accumulate) {
+    at::addmm_out(C, C, A, B);
+  } else {
+    at::mm_out(C, A, B);
+  }
+}
+
+// The dropout decisions of row i (local to the sequence), columns [j0, j0 + cols),
+// as 1 (kept) / 0 in keep[].
+void dropout_row(const FlashParams& p, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t cols,
+                 uint8_t* keep) {
+  int64_t c = 0;
+  while (c < cols) {
+    const int64_t j = j0 + c;
+    const Philox4 r = dropout_bits(p.seed, p.offset, b, h, p.nheads, i, j >> 2);
+    for (int64_t w = j & 3; w < 4 && c < cols; ++w, ++c) {
+      keep[c] = dropout_keep(r.x[w], p.dropout_threshold) ? 1 : 0;
+    }
+  }
+}
+
+template <typename acc_t>
+acc_t alibi_slope(const FlashParams& p, int64_t b, int64_t h) {
+  return p.alibi_slopes ? static_cast<acc_t>(p.alibi_slopes[b * p.alibi_batch_stride + h])
+                        : acc_t(0);
+}
+
+// The key range the rows [i0, i1) of a sequence see together: [lo, hi).
+KeyRange block_keys(const FlashParams& p, const Seq& s, int64_t i0, int64_t i1) {
+  const KeyRange first = visible_keys(i0, s.sq, s.sk, p.window_left, p.window_right);
+  const KeyRange last = visible_keys(i1 - 1, s.sq, s.sk, p.window_left, p.window_right);
+  return {first.lo, last.hi};
+}
+
+// The query rows of a sequence that see some key of [j0, j1): [lo, hi).
+KeyRange block_rows(const FlashParams& p, const Seq& s, int64_t j0, int64_t j1) {
+  const int64_t shift = s.sk - s.sq;
+  int64_t lo = p.window_right >= 0 ? j0 - shift - p.window_right : 0;
+  int64_t hi = p.window_left >= 0 ? j1 - shift + p.window_left : s.sq;
+  lo = std::max<int64_t>(lo, 0);
+  hi = std::min<int64_t>(hi, s.sq);
+  return {lo, hi};
+}
+
+// --- forward ---------------------------------------------------------------------------
+
+// A thread's tiles, reused from task to task.
+template <typename acc_t>
+struct Buffers {
+  std::vector<acc_t> q, k, v, s, o, m, l, t, dp, d, dq, dk, dv, pd, pt, kr;
+  std::vector<uint8_t> keep;
+};
+
+// The pointers of one head of one sequence.
+template <typename scalar_t>
+struct Head {
+  const scalar_t *q, *k, *v;
+};
+
+template <typename scalar_t>
+Head<scalar_t> head(const FlashParams& p, const Forward& f, const Seq& s, int64_t b, int64_t h) {
+  const int64_t hk = h / (p.nheads / p.nheads_k);
+  return {f.q.const_data_ptr<scalar_t>() + b * p.q_batch_stride + s.q0 * p.q_row_stride +
+              h * p.q_head_stride,
+          f.k.const_data_ptr<scalar_t>() + s.kv_b * p.k_batch_stride + s.k0 * p.k_row_stride +
+              hk * p.k_head_stride,
+          f.v.const_data_ptr<scalar_t>() + s.kv_b * p.v_batch_stride + s.k0 * p.v_row_stride +
+              hk * p.v_head_stride};
+}
+
+// The tasks of a pass over query blocks: (sequence, first row) pairs.
+std::vector<std::pair<int64_t, int64_t>> query_blocks(const FlashParams& p) {
+  std::vector<std::pair<int64_t, int64_t>> blocks;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const Seq s = sequence(p, b);
+    for (int64_t i0 = 0; i0 < s.sq; i0 += kBlockQ) blocks.emplace_back(b, i0);
+  }
+  return blocks;
+}
+
+// K^T of every key/value head, in acc_t, built once per call (a parallel pass)
+// and read by every query block of the head: the GEMM S = Q K^T takes row-major
+// operands, and transposing a key block per query block cost as much as the
+// product. kt(kv batch kb, head hk) is D x ldk, the keys of sequence b at
+// columns [k0, k0 + sk). Not built for KV caches (decoding: one query block
+// per head, and the cache may be much longer than the keys in use); scores()
+// then transposes the block it needs.
+template <typename acc_t>
+struct KeysT {
+  std::vector<acc_t> data;
+  int64_t ld = 0;   // keys per head: seqlen_k (dense) or total_k (varlen)
+  int64_t dim = 0;  // rows per head: the head dimension
+  const acc_t* head(const FlashParams& p, int64_t kb, int64_t hk) const {
+    return data.data() + (kb * p.nheads_k + hk) * dim * ld;
+  }
+};
+
+// t (k or v, `dim` wide, strides [batch, row, head]) transposed per head.
+template <typename scalar_t, typename acc_t>
+KeysT<acc_t> transpose_heads(const FlashParams& p, const Forward& f, const at::Tensor& t,
+                             int64_t dim, int64_t batch_stride, int64_t row_stride,
+                             int64_t head_stride) {
+  KeysT<acc_t> kt;
+  if (p.seqused_k) return kt;  // a KV cache
+  const int64_t kv_batches = p.cu_seqlens_k ? 1 : p.batch;
+  kt.ld = t.size(f.varlen ? 0 : 1);
+  kt.dim = dim;
+  const int64_t Hk = p.nheads_k;
+  kt.data.resize(std::max<int64_t>(kv_batches * Hk * dim * kt.ld, 1));
+  const scalar_t* src = t.const_data_ptr<scalar_t>();
+  const int64_t chunks = (kt.ld + kBlockK - 1) / kBlockK;
+  for_each_task<int>(kv_batches * Hk * chunks, kv_batches * Hk * kt.ld * dim,
+                     [&](int64_t task, int&) {
+    const int64_t c = task % chunks, head = task / chunks, kb = head / Hk, hk = head % Hk;
+    const int64_t j0 = c * kBlockK, n = std::min(kBlockK, kt.ld - j0);
+    load_tile_transposed(src + kb * batch_stride + j0 * row_stride + hk * head_stride, row_stride,
+                         n, dim, kt.data.data() + head * dim * kt.ld + j0, kt.ld);
+  });
+  return kt;
+}
+
+template <typename scalar_t, typename acc_t>
+KeysT<acc_t> transpose_keys(const FlashParams& p, const Forward& f) {
+  return transpose_heads<scalar_t, acc_t>(p, f, f.k, p.headdim, p.k_batch_stride, p.k_row_stride,
+                                          p.k_head_stride);
+}
+
+// Runs the scores of rows [i0, i1) of (b, h) against keys [j0, j1), the
+// queries being `qr`: the transformed scores (masked: -inf) in buf.s (rows x
+// (j1 - j0), row stride kBlockK), each row's maximum in buf.d; buf.t receives
+// tanh for the backward when softcap is on. Returns where K^T (D x cols) of
+// the block is, with its row stride.
+template <typename scalar_t, typename acc_t>
+Rows<acc_t> scores(const FlashParams& p, const Head<scalar_t>& hd, const KeysT<acc_t>& kt,
+                   const Seq& s, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t j0,
+                   int64_t j1, Rows<acc_t> qr, Buffers<acc_t>& buf, bool keep_tanh) {
+  const int64_t rows = i1 - i0, cols = j1 - j0, D = p.headdim;
+  Rows<acc_t> ktr;
+  if (kt.ld > 0) {
+    ktr = {kt.head(p, s.kv_b, h / (p.nheads / p.nheads_k)) + s.k0 + j0, kt.ld};
+  } else {
+    load_tile_transposed(hd.k + j0 * p.k_row_stride, p.k_row_stride, cols, D, buf.k.data(), kBlockK);
+    ktr = {buf.k.data(), kBlockK};
+  }
+  // S (rows x cols) = Q (rows x D) K^T (D x cols)
+  gemm<acc_t>(rows, cols, D, qr.ptr, qr.ld, 1, ktr.ptr, ktr.ld, 1, buf.s.data(), kBlockK, false);
+  const acc_t slope = alibi_slope<acc_t>(p, b, h);
+  const int64_t shift = s.sk - s.sq;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = i0 + r;
+    const KeyRange kr = visible_keys(i, s.sq, s.sk, p.window_left, p.window_right);
+    buf.d[r] = transform_row(buf.s.data() + r * kBlockK, cols, kr.lo - j0, kr.hi - j0,
+                             static_cast<acc_t>(p.scale), static_cast<acc_t>(p.softcap), slope,
+                             i + shift - j0, keep_tanh ? buf.t.data() + r * kBlockK : nullptr);
+  }
+  return ktr;
+}
+
+template <typename scalar_t>
+void forward_cpu(const Forward& f) {
+  using acc_t = acc_type_t<scalar_t>;
+  const FlashParams& p = f.params;
+  const int64_t D = p.headdim, Dv = p.headdim_v, H = p.nheads;
+  const auto blocks = query_blocks(p);
+  const int64_t tasks = static_cast<int64_t>(blocks.size()) * H;
+  scalar_t* out = f.out.mutable_data_ptr<scalar_t>();
+  acc_t* lse = f.lse.mutable_data_ptr<acc_t>();  // float32, or float64 for float64
+  const bool want_probs = f.s_dmask.numel() > 0;
+  const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
+  const acc_t keep_scale = p.dropout_p > 0 ? acc_t(1) / (acc_t(1) - static_cast<acc_t>(p.dropout_p))
+                                           : acc_t(1);
+  const int64_t work = tasks * kBlockQ * std::max<int64_t>(p.seqlen_k, 1) * (D + Dv);
+  const KeysT<acc_t> kt = transpose_keys<scalar_t, acc_t>(p, f);
+
+  for_each_task<Buffers<acc_t>>(tasks, work, [&](int64_t task, Buffers<acc_t>& buf) {
+    const auto [b, i0] = blocks[task / H];
+    const int64_t h = task % H;
+    const Seq s = sequence(p, b);
+    const int64_t i1 = std::min(i0 + kBlockQ, s.sq), rows = i1 - i0;
+    const Head<scalar_t> hd = head<scalar_t>(p, f, s, b, h);
+    buf.q.resize(kBlockQ * std::max<int64_t>(D, 1));
+    buf.k.resize(kBlockK * std::max<int64_t>(D, 1));
+    buf.v.resize(kBlockK * std::max<int64_t>(Dv, 1));
+    buf.s.resize(kBlockQ * kBlockK);
+    buf.o.assign(kBlockQ * std::max<int64_t>(Dv, 1), acc_t(0));
+    buf.m.assign(kBlockQ, neg_inf);
+    buf.l.assign(kBlockQ, acc_t(0));
+    buf.d.resize(kBlockQ);
+    buf.keep.resize(kBlockK);
+    const Rows<acc_t> qr = rows_of(hd.q + i0 * p.q_row_stride, p.q_row_stride, rows, D, buf.q.data());
+    const KeyRange keys = block_keys(p, s, i0, i1);
+    for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += kBlockK) {
+      const int64_t j1 = std::min(j0 + kBlockK, keys.hi), cols = j1 - j0;
+      scores(p, hd, kt, s, b, h, i0, i1, j0, j1, qr, buf, false);
+      for (int64_t r = 0; r < rows; ++r) {
+        acc_t* srow = buf.s.data() + r * kBlockK;
+        const acc_t mx = buf.d[r];  // the row's maximum in this block (scores())
+        const acc_t m_new = mx > buf.m[r] ? mx : buf.m[r];
+        if (m_new == neg_inf) {  // nothing visible yet: contributes nothing
+          std::fill(srow, srow + cols, acc_t(0));
+          continue;
+        }
+        const acc_t corr = buf.m[r] == neg_inf ? acc_t(0) : exp_lane(buf.m[r] - m_new);
+        const acc_t sum = exp_row(srow, cols, m_new);
+        buf.l[r] = buf.l[r] * corr + sum;
+        buf.m[r] = m_new;
+        acc_t* orow = buf.o.data() + r * Dv;
+        for (int64_t c = 0; c < Dv; ++c) orow[c] *= corr;
+        if (p.dropout_p > 0) {
+          dropout_row(p, b, h, i0 + r, j0, cols, buf.keep.data());
+          for (int64_t c = 0; c < cols; ++c) srow[c] = buf.keep[c] ? srow[c] * keep_scale : acc_t(0);
+        }
+      }
+      const Rows<acc_t> vr = rows_of(hd.v + j0 * p.v_row_stride, p.v_row_stride, cols, Dv, buf.v.data());
+      // O (rows x Dv) += P (rows x cols) V (cols x Dv)
+      gemm<acc_t>(rows, Dv, cols, buf.s.data(), kBlockK, 1, vr.ptr, vr.ld, 1, buf.o.data(), Dv,
+                  true);
+    }
+    // out = O / l; lse = m + log l (+inf for a row that sees no key; its output is 0)
+    scalar_t* obase = out + b * p.o_batch_stride + (s.q0 + i0) * p.o_row_stride + h * p.o_head_stride;
+    acc_t* lrow = lse + b * p.lse_batch_stride + h * p.lse_head_stride + s.q0 + i0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const acc_t l = buf.l[r];
+      const acc_t inv = l > acc_t(0) ? acc_t(1) / l : acc_t(0);
+      acc_t* orow = buf.o.data() + r * Dv;
+      for (int64_t c = 0; c < Dv; ++c) orow[c] *= inv;
+      lrow[r] = l > acc_t(0) ? buf.m[r] + std::log(l) : std::numeric_limits<acc_t>::infinity();
+    }
+    store_tile(buf.o.data(), rows, Dv, obase, p.o_row_stride);
+    if (!want_probs) return;
+    // S_dmask (tests): P = exp(s - lse), dropped entries negated.
+    scalar_t* dm = f.s_dmask.mutable_data_ptr<scalar_t>() + ((b * H + h) * p.seqlen_q + i0) * p.seqlen_k;
+    for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += kBlockK) {
+      const int64_t j1 = std::min(j0 + kBlockK, keys.hi), cols = j1 - j0;
+      scores(p, hd, kt, s, b, h, i0, i1, j0, j1, qr, buf, false);
+      for (int64_t r = 0; r < rows; ++r) {
+        acc_t* srow = buf.s.data() + r * kBlockK;
+        const acc_t shift = static_cast<acc_t>(lrow[r]);
+        if (p.dropout_p > 0) dropout_row(p, b, h, i0 + r, j0, cols, buf.keep.data());
+        for (int64_t c = 0; c < cols; ++c) {
+          const acc_t e = std::isinf(shift) ? acc_t(0) : std::exp(srow[c] - shift);
+          const bool kept = p.dropout_p <= 0 || buf.keep[c];
+          dm[r * p.seqlen_k + j0 + c] = static_cast<scalar_t>(kept ? e : -e);
+        }
+      }
+    }
+  });
+}
+
+// --- backward ---------------------------------------------------------------------------
+
+// dst (cols x rows, row stride ld_dst) = src^T, src rows x cols with row stride ld_src.
+template <typename acc_t>
+void transpose_block(const acc_t* src, int64_t ld_src, int64_t rows, int64_t cols, acc_t* dst,
+                     int64_t ld_dst) {
+  constexpr int64_t kT = 16;  // cache-friendly tiles
+  for (int64_t r0 = 0; r0 < rows; r0 += kT) {
+    for (int64_t c0 = 0; c0 < cols; c0 += kT) {
+      const int64_t r1 = std::min(r0 + kT, rows), c1 = std::min(c0 + kT, cols);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+      }
+    }
+  }
+}
+
+// P = exp(s - lse) over a block of scores (rows x cols, row stride kBlockK); a
+// row that sees no key (lse = +inf) gives 0.
+template <typename acc_t>
+void probabilities(acc_t* s, int64_t rows, int64_t cols, const acc_t* lse) {
+  for (int64_t r = 0; r < rows; ++r) {
+    acc_t* row = s + r * kBlockK;
+    if (std::isinf(lse[r])) {
+      std::fill(row, row + cols, acc_t(0));
+    } else {
+      exp_row(row, cols, lse[r]);
+    }
+  }
+}
+
+// dS = P * (dP - D) (times 1 - tanh^2 under softcap) in place of dP, where dP
+// (rows x cols) = dO V^T, masked by the dropout of the forward: the last
+// step of both backward passes. p_drop receives P with dropout, for dV.
+template <typename acc_t>
+void score_grads(const FlashParams& p, int64_t b, int64_t h, int64_t i0, int64_t j0, int64_t rows,
+                 int64_t cols, const acc_t* dsum, Buffers<acc_t>& buf, acc_t keep_scale,
+                 bool want_p_drop) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const acc_t* prow = buf.s.data() + r * kBlockK;
+    acc_t* dp = buf.dp.data() + r * kBlockK;
+    acc_t* pd = buf.pd.data() + r * kBlockK;
+    if (p.dropout_p > 0) {
+      dropout_row(p, b, h, i0 + r, j0, cols, buf.keep.data());
+      for (int64_t c = 0; c < cols; ++c) {
+        dp[c] = buf.keep[c] ? dp[c] * keep_scale : acc_t(0);
+        if (want_p_drop) pd[c] = buf.keep[c] ? prow[c] * keep_scale : acc_t(0);
+      }
+    } else if (want_p_drop) {
+      std::copy(prow, prow + cols, pd);
+    }
+    for (int64_t c = 0; c < cols; ++c) dp[c] = prow[c] * (dp[c] - dsum[r]);
+    if (p.softcap > 0) {
+      const acc_t* t = buf.t.data() + r * kBlockK;
+      for (int64_t c = 0; c < cols; ++c) dp[c] *= acc_t(1) - t[c] * t[c];
+    }
+  }
+}
+
+// Loads what a query block needs in the backward: Q and dO tiles, the rows'
+// lse (buf.m) and D = rowsum(dO * O) (buf.l).
+template <typename scalar_t, typename acc_t>
+void load_query_block(const FlashParams& p, const Backward& bw, const Head<scalar_t>& hd,
+                      const Seq& s, int64_t b, int64_t h, int64_t i0, int64_t rows,
+                      Buffers<acc_t>& buf) {
+  const int64_t D = p.headdim, Dv = p.headdim_v;
+  load_tile(hd.q + i0 * p.q_row_stride, p.q_row_stride, rows, D, buf.q.data());
+  const int64_t o_off = b * p.o_batch_stride + (s.q0 + i0) * p.o_row_stride + h * p.o_head_stride;
+  load_tile(bw.dout.const_data_ptr<scalar_t>() + o_off, p.o_row_stride, rows, Dv, buf.o.data());
+  const scalar_t* out = bw.f.out.const_data_ptr<scalar_t>() + o_off;
+  const acc_t* lse = bw.f.lse.const_data_ptr<acc_t>() + b * p.lse_batch_stride +
+                     h * p.lse_head_stride + s.q0 + i0;
+  for (int64_t r = 0; r < rows; ++r) {
+    buf.m[r] = lse[r];
+    acc_t d = acc_t(0);
+    for (int64_t c = 0; c < Dv; ++c) {
+      d += buf.o[r * Dv + c] * static_cast<acc_t>(out[r * p.o_row_stride + c]);
+    }
+    buf.l[r] = d;
+  }
+}
+
+template <typename acc_t>
+void size_buffers(Buffers<acc_t>& buf, int64_t D, int64_t Dv) {
+  D = std::max<int64_t>(D, 1);
+  Dv = std::max<int64_t>(Dv, 1);
+  buf.q.resize(kBlockQ * D);
+  buf.k.resize(kBlockK * D);
+  buf.v.resize(kBlockK * Dv);
+  buf.o.resize(kBlockQ * Dv);
+  buf.s.resize(kBlockQ * kBlockK);
+  buf.t.resize(kBlockQ * kBlockK);
+  buf.dp.resize(kBlockQ * kBlockK);
+  buf.pd.resize(kBlockQ * kBlockK);
+  buf.pt.resize(kBlockQ * kBlockK);
+  buf.kr.resize(kBlockK * D);
+  buf.m.resize(kBlockQ);
+  buf.l.resize(kBlockQ);
+  buf.d.resize(kBlockQ);
+  buf.keep.resize(kBlockK);
+}
+
+template <typename scalar_t>
+void backward_cpu(const Backward& bw) {
+  using acc_t = acc_type_t<scalar_t>;
+  const Forward& f = bw.f;
+  const FlashParams& p = f.params;
+  const int64_t D = p.headdim, Dv = p.headdim_v, H = p.nheads, Hk = p.nheads_k;
+  const int64_t group = H / Hk;
+  const bool softcap = p.softcap > 0;
+  const acc_t keep_scale = p.dropout_p > 0 ? acc_t(1) / (acc_t(1) - static_cast<acc_t>(p.dropout_p))
+                                           : acc_t(1);
+  const acc_t scale = static_cast<acc_t>(p.scale);
+  const int64_t work = p.batch * H * std::max<int64_t>(p.seqlen_q, 1) *
+                       std::max<int64_t>(p.seqlen_k, 1) * (D + Dv);
+  const KeysT<acc_t> kt = transpose_keys<scalar_t, acc_t>(p, f);
+  const KeysT<acc_t> vt = transpose_heads<scalar_t, acc_t>(p, f, f.v, Dv, p.v_batch_stride,
+                                                           p.v_row_stride, p.v_head_stride);
+  // dP (rows x cols) = dO (rows x Dv) V^T, V^T read from vt
+  auto dp_block = [&](const Seq& s, int64_t h, int64_t j0, int64_t rows, int64_t cols,
+                      Buffers<acc_t>& buf) {
+    const acc_t* vtr = vt.head(p, s.kv_b, h / group) + s.k0 + j0;
+    gemm<acc_t>(rows, cols, Dv, buf.o.data(), Dv, 1, vtr, vt.ld, 1, buf.dp.data(), kBlockK, false);
+  };
+
+  scalar_t* dq_out = bw.dq.mutable_data_ptr<scalar_t>();
+  scalar_t* dk_out = bw.dk.mutable_data_ptr<scalar_t>();
+  scalar_t* dv_out = bw.dv.mutable_data_ptr<scalar_t>();
+  // dk and dv are contiguous, shaped like k and v: the offset of (b, g, key j)
+  auto grad_offset = [&](const at::Tensor& t, int64_t b, int64_t g, int64_t j) {
+    const int64_t d = f.varlen ? 0 : 1;
+    return (f.varlen ? 0 : b * t.stride(0)) + j * t.stride(d) + g * t.stride(d + 1);
+  };
+  const int64_t dk_row = bw.dk.stride(f.varlen ? 0 : 1), dv_row = bw.dv.stride(f.varlen ? 0 : 1);
+  auto store_dq = [&](Buffers<acc_t>& buf, const Seq& s, int64_t b, int64_t h, int64_t i0,
+                      int64_t rows) {
+    for (int64_t e = 0; e < rows * D; ++e) buf.dq[e] *= scale;
+    store_tile(buf.dq.data(), rows, D,
+               dq_out + b * p.q_batch_stride + (s.q0 + i0) * p.q_row_stride + h * p.q_head_stride,
+               p.q_row_stride);
+  };
+
+  if (p.batch * Hk >= kSinglePassTasks) {
+    // One pass per (b, kv head g): the task owns dK and dV of its head and dQ
+    // of the group's query heads, so every product is computed once (five
+    // GEMMs per block pair) and nothing is shared between tasks.
+    for_each_task<Buffers<acc_t>>(p.batch * Hk, work, [&](int64_t task, Buffers<acc_t>& buf) {
+      const int64_t b = task / Hk, g = task % Hk;
+      const Seq s = sequence(p, b);
+      size_buffers(buf, D, Dv);
+      buf.dk.assign(std::max<int64_t>(s.sk * D, 1), acc_t(0));
+      buf.dv.assign(std::max<int64_t>(s.sk * Dv, 1), acc_t(0));
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+        const Head<scalar_t> hd = head<scalar_t>(p, f, s, b, h);
+        for (int64_t i0 = 0; i0 < s.sq; i0 += kBlockQ) {
+          const int64_t i1 = std::min(i0 + kBlockQ, s.sq), rows = i1 - i0;
+          load_query_block(p, bw, hd, s, b, h, i0, rows, buf);
+          buf.dq.assign(kBlockQ * std::max<int64_t>(D, 1), acc_t(0));
+          const KeyRange keys = block_keys(p, s, i0, i1);
+          for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += kBlockK) {
+            const int64_t j1 = std::min(j0 + kBlockK, keys.hi), cols = j1 - j0;
+            scores(p, hd, kt, s, b, h, i0, i1, j0, j1, Rows<acc_t>{buf.q.data(), D}, buf, softcap);
+            probabilities(buf.s.data(), rows, cols, buf.m.data());
+            dp_block(s, h, j0, rows, cols, buf);
+            score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale, true);
+            transpose_block(buf.pd.data(), kBlockK, rows, cols, buf.pt.data(), kBlockQ);
+            gemm<acc_t>(cols, Dv, rows, buf.pt.data(), kBlockQ, 1, buf.o.data(), Dv, 1,
+                        buf.dv.data() + j0 * Dv, Dv, true);
+            transpose_block(buf.dp.data(), kBlockK, rows, cols, buf.pt.data(), kBlockQ);
+            gemm<acc_t>(cols, D, rows, buf.pt.data(), kBlockQ, 1, buf.q.data(), D, 1,
+                        buf.dk.data() + j0 * D, D, true);
+            const Rows<acc_t> kr =
+                rows_of(hd.k + j0 * p.k_row_stride, p.k_row_stride, cols, D, buf.kr.data());
+            gemm<acc_t>(rows, D, cols, buf.dp.data(), kBlockK, 1, kr.ptr, kr.ld, 1, buf.dq.data(),
+                        D, true);
+          }
+          store_dq(buf, s, b, h, i0, rows);
+        }
+      }
+      for (int64_t e = 0; e < s.sk * D; ++e) buf.dk[e] *= scale;
+      store_tile(buf.dk.data(), s.sk, D, dk_out + grad_offset(bw.dk, b, g, s.k0), dk_row);
+      store_tile(buf.dv.data(), s.sk, Dv, dv_out + grad_offset(bw.dv, b, g, s.k0), dv_row);
+    });
+    return;
+  }
+
+  // Too few (b, kv head) pairs to share among threads: two passes over blocks
+  // (seven GEMMs per block pair, but as many tasks as blocks).
+  // Pass 1: dQ, per (b, h, query block).
+
+  const auto qblocks = query_blocks(p);
+  for_each_task<Buffers<acc_t>>(
+      static_cast<int64_t>(qblocks.size()) * H, work, [&](int64_t task, Buffers<acc_t>& buf) {
+        const auto [b, i0] = qblocks[task / H];
+        const int64_t h = task % H;
+        const Seq s = sequence(p, b);
+        const int64_t i1 = std::min(i0 + kBlockQ, s.sq), rows = i1 - i0;
+        const Head<scalar_t> hd = head<scalar_t>(p, f, s, b, h);
+        size_buffers(buf, D, Dv);
+        buf.dq.assign(kBlockQ * std::max<int64_t>(D, 1), acc_t(0));
+        load_query_block(p, bw, hd, s, b, h, i0, rows, buf);
+        const KeyRange keys = block_keys(p, s, i0, i1);
+        for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += kBlockK) {
+          const int64_t j1 = std::min(j0 + kBlockK, keys.hi), cols = j1 - j0;
+          const Rows<acc_t> ktr =
+              scores(p, hd, kt, s, b, h, i0, i1, j0, j1, Rows<acc_t>{buf.q.data(), D}, buf, softcap);
+          (void)ktr;
+          probabilities(buf.s.data(), rows, cols, buf.m.data());
+          dp_block(s, h, j0, rows, cols, buf);
+          score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale, false);
+          // dQ (rows x D) += dS (rows x cols) K (cols x D)
+          const Rows<acc_t> kr =
+              rows_of(hd.k + j0 * p.k_row_stride, p.k_row_stride, cols, D, buf.kr.data());
+          gemm<acc_t>(rows, D, cols, buf.dp.data(), kBlockK, 1, kr.ptr, kr.ld, 1, buf.dq.data(), D,
+                      true);
+        }
+        store_dq(buf, s, b, h, i0, rows);
+      });
+
+  // Pass 2: dK and dV, per (b, kv head g, key block), over the query heads of group g.
+  std::vector<std::pair<int64_t, int64_t>> kblocks;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const Seq s = sequence(p, b);
+    for (int64_t j0 = 0; j0 < s.sk; j0 += kBlockK) kblocks.emplace_back(b, j0);
+  }
+  for_each_task<Buffers<acc_t>>(
+      static_cast<int64_t>(kblocks.size()) * Hk, work, [&](int64_t task, Buffers<acc_t>& buf) {
+        const auto [b, j0] = kblocks[task / Hk];
+        const int64_t g = task % Hk;
+        const Seq s = sequence(p, b);
+        const int64_t j1 = std::min(j0 + kBlockK, s.sk), cols = j1 - j0;
+        size_buffers(buf, D, Dv);
+        buf.dk.assign(kBlockK * std::max<int64_t>(D, 1), acc_t(0));
+        buf.dv.assign(kBlockK * std::max<int64_t>(Dv, 1), acc_t(0));
+        const KeyRange rows_seen = block_rows(p, s, j0, j1);
+        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+          const Head<scalar_t> hd = head<scalar_t>(p, f, s, b, h);
+          for (int64_t i0 = rows_seen.lo; i0 < rows_seen.hi; i0 += kBlockQ) {
+            const int64_t i1 = std::min(i0 + kBlockQ, rows_seen.hi), rows = i1 - i0;
+            load_query_block(p, bw, hd, s, b, h, i0, rows, buf);
+            scores(p, hd, kt, s, b, h, i0, i1, j0, j1, Rows<acc_t>{buf.q.data(), D}, buf, softcap);
+            probabilities(buf.s.data(), rows, cols, buf.m.data());
+            dp_block(s, h, j0, rows, cols, buf);
+            score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale, true);
+            // dV (cols x Dv) += P_drop^T (cols x rows) dO (rows x Dv)
+            transpose_block(buf.pd.data(), kBlockK, rows, cols, buf.pt.data(), kBlockQ);
+            gemm<acc_t>(cols, Dv, rows, buf.pt.data(), kBlockQ, 1, buf.o.data(), Dv, 1,
+                        buf.dv.data(), Dv, true);
+            // dK (cols x D) += dS^T (cols x rows) Q (rows x D)
+            transpose_block(buf.dp.data(), kBlockK, rows, cols, buf.pt.data(), kBlockQ);
+            gemm<acc_t>(cols, D, rows, buf.pt.data(), kBlockQ, 1, buf.q.data(), D, 1,
+                        buf.dk.data(), D, true);
+          }
+        }
+        for (int64_t e = 0; e < cols * D; ++e) buf.dk[e] *= scale;
+        store_tile(buf.dk.data(), cols, D, dk_out + grad_offset(bw.dk, b, g, s.k0 + j0), dk_row);
+        store_tile(buf.dv.data(), cols, Dv, dv_out + grad_offset(bw.dv, b, g, s.k0 + j0), dv_row);
+      });
+}
+
+// --- entry points ---------------------------------------------------------------------
+
+Options options(double dropout_p, double softmax_scale, int64_t window_left, int64_t window_right,
+                double softcap, const std::optional<at::Tensor>& dropout_seed, int64_t offset) {
+  Options o;
+  if (dropout_seed.has_value()) {
+    TORCH_CHECK(dropout_seed->numel() == 1 && dropout_seed->scalar_type() == at::kLong,
+                "flash_attn: dropout_seed must be an int64 tensor of one element, but got ",
+                dropout_seed->scalar_type(), " of shape ", dropout_seed->sizes());
+    o.seed = dropout_seed->item<int64_t>();
+    o.has_seed = true;
+  }
+  o.dropout_p = dropout_p;
+  o.softmax_scale = softmax_scale;
+  o.window_left = window_left;
+  o.window_right = window_right;
+  o.softcap = softcap;
+  o.offset = offset;
+  return o;
+}
+
+void set_pointers(Forward& f) {
+  FlashParams& p = f.params;
+  p.cu_seqlens_q = f.cu_seqlens_q.defined() ? f.cu_seqlens_q.const_data_ptr<int32_t>() : nullptr;
+  p.cu_seqlens_k = f.cu_seqlens_k.defined() ? f.cu_seqlens_k.const_data_ptr<int32_t>() : nullptr;
+  p.seqused_k = f.seqused_k.defined() ? f.seqused_k.const_data_ptr<int32_t>() : nullptr;
+  p.kv_batch_idx = f.kv_batch_idx.defined() ? f.kv_batch_idx.const_data_ptr<int32_t>() : nullptr;
+  p.alibi_slopes = f.alibi_slopes.defined() ? f.alibi_slopes.const_data_ptr<float>() : nullptr;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_forward_cpu(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& cu_seqlens_q, const std::optional<at::Tensor>& cu_seqlens_k,
+    int64_t max_seqlen_q, int64_t max_seqlen_k, double dropout_p, double softmax_scale,
+    int64_t window_left, int64_t window_right, double softcap,
+    const std::optional<at::Tensor>& alibi_slopes, bool return_softmax,
+    const std::optional<at::Tensor>& dropout_seed, int64_t offset) {
+  Forward f = prepare_forward(
+      q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, alibi_slopes,
+      options(dropout_p, softmax_scale, window_left, window_right, softcap, dropout_seed, offset),
+      return_softmax);
+  set_pointers(f);
+  KZ_DISPATCH_FLOATING_TYPES(f.q.scalar_type(), "flash_attn_forward", [&] { forward_cpu<scalar_t>(f); });
+  return {f.out, f.lse, f.s_dmask};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_backward_cpu(
+    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& softmax_lse,
+    const std::optional<at::Tensor>& cu_seqlens_q, const std::optional<at::Tensor>& cu_seqlens_k,
+    int64_t max_seqlen_q, int64_t max_seqlen_k, double dropout_p, double softmax_scale,
+    int64_t window_left, int64_t window_right, double softcap,
+    const std::optional<at::Tensor>& alibi_slopes, bool /*deterministic: always, on CPU*/,
+    const std::optional<at::Tensor>& dropout_seed, int64_t offset) {
+  Backward bw = prepare_backward(
+      dout, q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+      alibi_slopes,
+      options(dropout_p, softmax_scale, window_left, window_right, softcap, dropout_seed, offset));
+  set_pointers(bw.f);
+  KZ_DISPATCH_FLOATING_TYPES(bw.f.q.scalar_type(), "_flash_attn_backward",
+                             [&] { backward_cpu<scalar_t>(bw); });
+  return {bw.dq, bw.dk, bw.dv};
+}
+
+std::tuple<at::Tensor, at::Tensor> flash_attn_kvcache_cpu(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+    const std::optional<at::Tensor>& k, const std::optional<at::Tensor>& v,
+    const std::optional<at::Tensor>& cache_seqlens, const std::optional<at::Tensor>& cache_batch_idx,
+    double softmax_scale, int64_t window_left, int64_t window_right, double softcap,
+    const std::optional<at::Tensor>& alibi_slopes) {
+  Forward f = prepare_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, alibi_slopes,
+                              options(0.0, softmax_scale, window_left, window_right, softcap,
+                                      std::nullopt, 0));
+  set_pointers(f);
+  KZ_DISPATCH_FLOATING_TYPES(f.q.scalar_type(), "flash_attn_kvcache", [&] { forward_cpu<scalar_t>(f); });
+  return {f.out, f.lse};
+}
+
+}  // namespace
+}  // namespace flash_attn_detail
+}  // namespace kernelzoo
+
+TORCH_LIBRARY_IMPL(kernelzoo, CPU, m) {
+  m.impl("flash_attn_forward", &kernelzoo::flash_attn_detail::flash_attn_forward_cpu);
+  m.impl("_flash_attn_backward", &kernelzoo::flash_attn_detail::flash_attn_backward_cpu);
+  m.impl("flash_attn_kvcache", &kernelzoo::flash_attn_detail::flash_attn_kvcache_cpu);
+}
