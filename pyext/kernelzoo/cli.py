@@ -168,6 +168,10 @@ def _print_table(results, device) -> None:
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+    notes = [f"  {r.case} {r.dtype}: {r.message}" for r in results if r.status == "ok" and r.message]
+    if notes:
+        print("notes:")
+        print("\n".join(notes))
 
 
 # --------------------------------------------------------------------------- model families

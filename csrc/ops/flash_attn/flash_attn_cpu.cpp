@@ -398,22 +398,22 @@ KeysT<acc_t> transpose_keys(const FlashParams& p, const Forward& f) {
 // Runs the scores of rows [i0, i1) of (b, h) against keys [j0, j1), the
 // queries being `qr`: the transformed scores (masked: -inf) in buf.s (rows x
 // (j1 - j0), row stride kBlockK), each row's maximum in buf.d; buf.t receives
-// tanh for the backward when softcap is on. Returns where K^T (D x cols) of
-// the block is, with its row stride.
+// tanh for the backward when softcap is on.
 template <typename scalar_t, typename acc_t>
-Rows<acc_t> scores(const FlashParams& p, const Head<scalar_t>& hd, const KeysT<acc_t>& kt,
-                   const Seq& s, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t j0,
-                   int64_t j1, Rows<acc_t> qr, Buffers<acc_t>& buf, bool keep_tanh) {
+void scores(const FlashParams& p, const Head<scalar_t>& hd, const KeysT<acc_t>& kt,
+            const Seq& s, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+            Rows<acc_t> qr, Buffers<acc_t>& buf, bool keep_tanh) {
   const int64_t rows = i1 - i0, cols = j1 - j0, D = p.headdim;
-  Rows<acc_t> ktr;
-  if (kt.ld > 0) {
-    ktr = {kt.head(p, s.kv_b, h / (p.nheads / p.nheads_k)) + s.k0 + j0, kt.ld};
-  } else {
-    load_tile_transposed(hd.k + j0 * p.k_row_stride, p.k_row_stride, cols, D, buf.k.data(), kBlockK);
-    ktr = {buf.k.data(), kBlockK};
-  }
   // S (rows x cols) = Q (rows x D) K^T (D x cols)
-  gemm<acc_t>(rows, cols, D, qr.ptr, qr.ld, 1, ktr.ptr, ktr.ld, 1, buf.s.data(), kBlockK, false);
+  if (kt.ld > 0) {
+    const acc_t* ktr = kt.head(p, s.kv_b, h / (p.nheads / p.nheads_k)) + s.k0 + j0;
+    gemm<acc_t>(rows, cols, D, qr.ptr, qr.ld, 1, ktr, kt.ld, 1, buf.s.data(), kBlockK, false);
+  } else {
+    // A KV cache (no K^T): the key rows as they are, K^T being their
+    // transposed view, for the BLAS (a decoding step has few query rows).
+    const Rows<acc_t> kr = rows_of(hd.k + j0 * p.k_row_stride, p.k_row_stride, cols, D, buf.k.data());
+    gemm<acc_t>(rows, cols, D, qr.ptr, qr.ld, 1, kr.ptr, 1, kr.ld, buf.s.data(), kBlockK, false);
+  }
   const acc_t slope = alibi_slope<acc_t>(p, b, h);
   const int64_t shift = s.sk - s.sq;
   for (int64_t r = 0; r < rows; ++r) {
@@ -423,7 +423,6 @@ Rows<acc_t> scores(const FlashParams& p, const Head<scalar_t>& hd, const KeysT<a
                              static_cast<acc_t>(p.scale), static_cast<acc_t>(p.softcap), slope,
                              i + shift - j0, keep_tanh ? buf.t.data() + r * kBlockK : nullptr);
   }
-  return ktr;
 }
 
 template <typename scalar_t>
@@ -721,9 +720,7 @@ void backward_cpu(const Backward& bw) {
         const KeyRange keys = block_keys(p, s, i0, i1);
         for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += kBlockK) {
           const int64_t j1 = std::min(j0 + kBlockK, keys.hi), cols = j1 - j0;
-          const Rows<acc_t> ktr =
-              scores(p, hd, kt, s, b, h, i0, i1, j0, j1, Rows<acc_t>{buf.q.data(), D}, buf, softcap);
-          (void)ktr;
+          scores(p, hd, kt, s, b, h, i0, i1, j0, j1, Rows<acc_t>{buf.q.data(), D}, buf, softcap);
           probabilities(buf.s.data(), rows, cols, buf.m.data());
           dp_block(s, h, j0, rows, cols, buf);
           score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale, false);

@@ -39,6 +39,10 @@ class Bench:
     atol: float = 0.0
     baselines: dict[str, Callable[[], object]] = dataclasses.field(default_factory=dict)
     note: str = ""
+    # Caps on the timing options for cases whose single call takes seconds
+    # (None: the run's own warmup / repeats).
+    warmup: int | None = None
+    repeats: int | None = None
 
 
 @dataclasses.dataclass
@@ -230,6 +234,10 @@ def run_case(c: Case, device: str, dtype: str, *, quick: bool = False, warmup: i
         res.message = f"kernelzoo and {b.peer_name} disagree (max abs err {res.max_abs_err:.3g})"
         return res
     fns = {"peer": b.peer, "ours": b.ours, **{f"baseline:{k}": f for k, f in b.baselines.items()}}
+    if b.warmup is not None:
+        warmup = min(warmup, b.warmup)
+    if b.repeats is not None:
+        repeats = min(repeats, b.repeats)
     t = _measure(fns, device, warmup, repeats, min_time)
     res.peer_ms, res.ours_ms = t["peer"] * 1e3, t["ours"] * 1e3
     res.speedup = t["peer"] / t["ours"]
