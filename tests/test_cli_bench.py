@@ -117,9 +117,13 @@ def test_bench_cli_table_and_progress():
     assert f"[1/{len(cases)}] {cases[0].name} {dtype}" in p.stderr
     lines = p.stdout.splitlines()
     assert lines[1].split()[:4] == ["case", "shape", "dtype", "peer"]
-    rows = lines[3:]
+    rows = lines[3:3 + len(cases)]
     assert [row.split()[0] for row in rows] == [c.name for c in cases]
     assert all(f" {dtype} " in row and "x " in row for row in rows)   # speedup column
+    notes = lines[3 + len(cases):]  # then the notes of the cases that have one
+    assert not notes or (notes[0] == "notes:" and
+                         all(n.startswith(f"  {c.name} {dtype}: ") for n, c in
+                             zip(notes[1:], [c for c in cases if c.name in "".join(notes)])))
 
 
 def test_bench_cuda_without_gpu_is_refused():

@@ -183,7 +183,7 @@ def _rss_peak_mib(fn) -> float | None:
     out_bytes = sum(t.numel() * t.element_size()
                     for t in (out if isinstance(out, (tuple, list)) else (out,))
                     if isinstance(t, torch.Tensor))
-    return (status("VmHWM") - before - out_bytes) / 2**20
+    return max(0.0, (status("VmHWM") - before - out_bytes) / 2**20)
 
 
 @case("flash_attn_forward", dtypes=("float32",), devices=("cpu",))
