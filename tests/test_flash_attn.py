@@ -347,6 +347,47 @@ def test_compile_varlen_dynamic_without_graph_break():
                                    _VarlenAttention()(q, q, q, cu, max(lens)))
 
 
+class _EveryForm(torch.nn.Module):
+    """Calls every function of the API once (the packed forms, varlen, dropout,
+    and a decode step that appends to a KV cache in place)."""
+
+    def forward(self, qkv, cu, max_seqlen: int, k_cache, v_cache, seqlens):
+        q, k, v = qkv.unbind(2)
+        a = ops.flash_attn_qkvpacked_func(qkv, causal=True)
+        b = ops.flash_attn_kvpacked_func(q, qkv[:, :, 1:], window_size=(2, 1))
+        c = ops.flash_attn_func(q, k, v, dropout_p=0.25)
+        flat = qkv.flatten(0, 1)
+        d = ops.flash_attn_varlen_qkvpacked_func(flat, cu, max_seqlen, softcap=2.0)
+        e = ops.flash_attn_varlen_kvpacked_func(flat[:, 0], flat[:, 1:], cu, cu, max_seqlen,
+                                                max_seqlen)
+        f = ops.flash_attn_with_kvcache(q[:, -1:], k_cache, v_cache, k[:, -1:], v[:, -1:],
+                                        cache_seqlens=seqlens, causal=True)
+        return a.sum() + b.sum() + c.sum() + d.sum() + e.sum() + f.sum(), k_cache.clone()
+
+
+def test_compile_every_function_fullgraph():
+    """torch.compile(fullgraph=True) of a module calling each function: the
+    values, the cache appended in place and (with the same seed) the dropout
+    mask are eager's. The mask's seed is drawn with torch.randint, which
+    inductor replaces by its own generator unless fallback_random is set (as
+    for every random op under torch.compile)."""
+    qkv = rand(2, 6, 3, 2, 8, dtype=torch.float32)
+    cu = torch.tensor([0, 6, 12], dtype=torch.int32)
+    seqlens = torch.tensor([3, 5], dtype=torch.int32)
+    caches = [rand(2, 8, 2, 8, seed=s, dtype=torch.float32) for s in (1, 2)]
+    torch._dynamo.reset()
+    compiled = torch.compile(_EveryForm(), fullgraph=True)
+    results = []
+    with torch._inductor.config.patch(fallback_random=True):
+        for fn in (compiled, _EveryForm()):
+            kc, vc = (c.clone() for c in caches)
+            torch.manual_seed(0)
+            results.append(fn(qkv, cu, 6, kc, vc, seqlens) + (vc,))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(results[0][1], caches[0])  # the new keys were written
+
+
 # --- errors -------------------------------------------------------------------------------
 
 Q, K, V = qkv(2, 3, 5, 4, 2, 8, dtype=torch.float32)
