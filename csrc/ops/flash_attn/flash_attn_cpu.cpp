@@ -317,7 +317,7 @@ KeyRange block_rows(const FlashParams& p, const Seq& s, int64_t j0, int64_t j1) 
 // A thread's tiles, reused from task to task.
 template <typename acc_t>
 struct Buffers {
-  std::vector<acc_t> q, k, v, s, o, m, l, t, dp, d, dq, dk, dv, pd, pt, kr;
+  std::vector<acc_t> q, k, v, s, o, m, l, t, dp, d, dq, dk, dv, pd, pt, kr, qt, ot;
   std::vector<uint8_t> keep;
 };
 
@@ -533,6 +533,23 @@ void transpose_block(const acc_t* src, int64_t ld_src, int64_t rows, int64_t col
   }
 }
 
+// Stores src^T * scale, src being (dim x rows, row stride ld): row r of the
+// result (dim wide) goes to base + r * stride. Through `tmp` (kBlockQ *
+// kBlockK values) a block of rows at a time, so that the transposition stays
+// in cache and the stores are contiguous.
+template <typename scalar_t, typename acc_t>
+void store_transposed(const acc_t* src, int64_t ld, int64_t rows, int64_t dim, acc_t scale,
+                      scalar_t* base, int64_t stride, acc_t* tmp) {
+  if (dim == 0) return;
+  const int64_t chunk = std::max<int64_t>(kBlockQ * kBlockK / dim, 1);
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, rows - r0);
+    transpose_block(src + r0, ld, dim, n, tmp, dim);
+    for (int64_t e = 0; e < n * dim; ++e) tmp[e] *= scale;
+    store_tile(tmp, n, dim, base + r0 * stride, stride);
+  }
+}
+
 // P = exp(s - lse) over a block of scores (rows x cols, row stride kBlockK); a
 // row that sees no key (lse = +inf) gives 0.
 template <typename acc_t>
@@ -612,6 +629,8 @@ void size_buffers(Buffers<acc_t>& buf, int64_t D, int64_t Dv) {
   buf.pd.resize(kBlockQ * kBlockK);
   buf.pt.resize(kBlockQ * kBlockK);
   buf.kr.resize(kBlockK * D);
+  buf.qt.resize(D * kBlockQ);
+  buf.ot.resize(Dv * kBlockQ);
   buf.m.resize(kBlockQ);
   buf.l.resize(kBlockQ);
   buf.d.resize(kBlockQ);
@@ -661,18 +680,24 @@ void backward_cpu(const Backward& bw) {
   if (p.batch * Hk >= kSinglePassTasks) {
     // One pass per (b, kv head g): the task owns dK and dV of its head and dQ
     // of the group's query heads, so every product is computed once (five
-    // GEMMs per block pair) and nothing is shared between tasks.
+    // GEMMs per block pair) and nothing is shared between tasks. dK and dV
+    // are accumulated transposed (dK^T += Q^T dS, dV^T += dO^T P), so that
+    // every GEMM reads row-major operands without transposing a block of
+    // scores: only Q and dO are transposed, once per query block.
     for_each_task<Buffers<acc_t>>(p.batch * Hk, work, [&](int64_t task, Buffers<acc_t>& buf) {
       const int64_t b = task / Hk, g = task % Hk;
       const Seq s = sequence(p, b);
+      const int64_t ldk = std::max<int64_t>(s.sk, 1);
       size_buffers(buf, D, Dv);
-      buf.dk.assign(std::max<int64_t>(s.sk * D, 1), acc_t(0));
-      buf.dv.assign(std::max<int64_t>(s.sk * Dv, 1), acc_t(0));
+      buf.dk.assign(std::max<int64_t>(D, 1) * ldk, acc_t(0));   // dK^T (D x sk)
+      buf.dv.assign(std::max<int64_t>(Dv, 1) * ldk, acc_t(0));  // dV^T (Dv x sk)
       for (int64_t h = g * group; h < (g + 1) * group; ++h) {
         const Head<scalar_t> hd = head<scalar_t>(p, f, s, b, h);
         for (int64_t i0 = 0; i0 < s.sq; i0 += kBlockQ) {
           const int64_t i1 = std::min(i0 + kBlockQ, s.sq), rows = i1 - i0;
           load_query_block(p, bw, hd, s, b, h, i0, rows, buf);
+          transpose_block(buf.q.data(), D, rows, D, buf.qt.data(), kBlockQ);
+          transpose_block(buf.o.data(), Dv, rows, Dv, buf.ot.data(), kBlockQ);
           buf.dq.assign(kBlockQ * std::max<int64_t>(D, 1), acc_t(0));
           const KeyRange keys = block_keys(p, s, i0, i1);
           for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += kBlockK) {
@@ -680,13 +705,16 @@ void backward_cpu(const Backward& bw) {
             scores(p, hd, kt, s, b, h, i0, i1, j0, j1, Rows<acc_t>{buf.q.data(), D}, buf, softcap);
             probabilities(buf.s.data(), rows, cols, buf.m.data());
             dp_block(s, h, j0, rows, cols, buf);
-            score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale, true);
-            transpose_block(buf.pd.data(), kBlockK, rows, cols, buf.pt.data(), kBlockQ);
-            gemm<acc_t>(cols, Dv, rows, buf.pt.data(), kBlockQ, 1, buf.o.data(), Dv, 1,
-                        buf.dv.data() + j0 * Dv, Dv, true);
-            transpose_block(buf.dp.data(), kBlockK, rows, cols, buf.pt.data(), kBlockQ);
-            gemm<acc_t>(cols, D, rows, buf.pt.data(), kBlockQ, 1, buf.q.data(), D, 1,
-                        buf.dk.data() + j0 * D, D, true);
+            const bool dropout = p.dropout_p > 0;
+            score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale, dropout);
+            // dV^T (Dv x cols) += dO^T (Dv x rows) P (rows x cols), P with dropout
+            gemm<acc_t>(Dv, cols, rows, buf.ot.data(), kBlockQ, 1,
+                        dropout ? buf.pd.data() : buf.s.data(), kBlockK, 1, buf.dv.data() + j0,
+                        ldk, true);
+            // dK^T (D x cols) += Q^T (D x rows) dS (rows x cols)
+            gemm<acc_t>(D, cols, rows, buf.qt.data(), kBlockQ, 1, buf.dp.data(), kBlockK, 1,
+                        buf.dk.data() + j0, ldk, true);
+            // dQ (rows x D) += dS (rows x cols) K (cols x D)
             const Rows<acc_t> kr =
                 rows_of(hd.k + j0 * p.k_row_stride, p.k_row_stride, cols, D, buf.kr.data());
             gemm<acc_t>(rows, D, cols, buf.dp.data(), kBlockK, 1, kr.ptr, kr.ld, 1, buf.dq.data(),
@@ -695,9 +723,10 @@ void backward_cpu(const Backward& bw) {
           store_dq(buf, s, b, h, i0, rows);
         }
       }
-      for (int64_t e = 0; e < s.sk * D; ++e) buf.dk[e] *= scale;
-      store_tile(buf.dk.data(), s.sk, D, dk_out + grad_offset(bw.dk, b, g, s.k0), dk_row);
-      store_tile(buf.dv.data(), s.sk, Dv, dv_out + grad_offset(bw.dv, b, g, s.k0), dv_row);
+      store_transposed(buf.dk.data(), ldk, s.sk, D, scale, dk_out + grad_offset(bw.dk, b, g, s.k0),
+                       dk_row, buf.pt.data());
+      store_transposed(buf.dv.data(), ldk, s.sk, Dv, acc_t(1),
+                       dv_out + grad_offset(bw.dv, b, g, s.k0), dv_row, buf.pt.data());
     });
     return;
   }
