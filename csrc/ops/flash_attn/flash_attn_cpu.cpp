@@ -573,7 +573,8 @@ void probabilities(acc_t* s, int64_t rows, int64_t cols, const acc_t* lse) {
 
 // dS = P * (dP - D) (times 1 - tanh^2 under softcap) in place of dP, where dP
 // (rows x cols) = dO V^T, masked by the dropout of the forward: the last
-// step of both backward passes. p_drop receives P with dropout, for dV.
+// step of both backward passes. With dropout and want_p_drop, buf.pd receives
+// P with dropout, for dV (without dropout, dV takes P itself from buf.s).
 template <typename acc_t>
 void score_grads(const FlashParams& p, int64_t b, int64_t h, int64_t i0, int64_t j0, int64_t rows,
                  int64_t cols, const acc_t* dsum, Buffers<acc_t>& buf, acc_t keep_scale,
@@ -588,8 +589,6 @@ void score_grads(const FlashParams& p, int64_t b, int64_t h, int64_t i0, int64_t
         dp[c] = buf.keep[c] ? dp[c] * keep_scale : acc_t(0);
         if (want_p_drop) pd[c] = buf.keep[c] ? prow[c] * keep_scale : acc_t(0);
       }
-    } else if (want_p_drop) {
-      std::copy(prow, prow + cols, pd);
     }
     for (int64_t c = 0; c < cols; ++c) dp[c] = prow[c] * (dp[c] - dsum[r]);
     if (p.softcap > 0) {
@@ -684,13 +683,26 @@ void backward_cpu(const Backward& bw) {
                p.q_row_stride);
   };
 
+  // dV^T (Dv x cols) += dO^T (Dv x rows) P (rows x cols), P with dropout, and
+  // dK^T (D x cols) += Q^T (D x rows) dS (rows x cols), into dvt / dkt (row
+  // stride ld), after score_grads(): dK and dV are accumulated transposed so
+  // that every GEMM reads row-major operands without transposing a block of
+  // scores (only Q and dO are transposed, once per query block, into qt / ot).
+  auto accumulate_dkdv = [&](Buffers<acc_t>& buf, int64_t rows, int64_t cols, acc_t* dkt,
+                             acc_t* dvt, int64_t ld) {
+    gemm<acc_t>(Dv, cols, rows, buf.ot.data(), kBlockQ, 1,
+                p.dropout_p > 0 ? buf.pd.data() : buf.s.data(), kBlockK, 1, dvt, ld, true);
+    gemm<acc_t>(D, cols, rows, buf.qt.data(), kBlockQ, 1, buf.dp.data(), kBlockK, 1, dkt, ld, true);
+  };
+  auto transpose_query_block = [&](Buffers<acc_t>& buf, int64_t rows) {
+    transpose_block(buf.q.data(), D, rows, D, buf.qt.data(), kBlockQ);
+    transpose_block(buf.o.data(), Dv, rows, Dv, buf.ot.data(), kBlockQ);
+  };
+
   if (p.batch * Hk >= kSinglePassTasks) {
     // One pass per (b, kv head g): the task owns dK and dV of its head and dQ
     // of the group's query heads, so every product is computed once (five
-    // GEMMs per block pair) and nothing is shared between tasks. dK and dV
-    // are accumulated transposed (dK^T += Q^T dS, dV^T += dO^T P), so that
-    // every GEMM reads row-major operands without transposing a block of
-    // scores: only Q and dO are transposed, once per query block.
+    // GEMMs per block pair) and nothing is shared between tasks.
     for_each_task<Buffers<acc_t>>(p.batch * Hk, work, [&](int64_t task, Buffers<acc_t>& buf) {
       const int64_t b = task / Hk, g = task % Hk;
       const Seq s = sequence(p, b);
@@ -703,8 +715,7 @@ void backward_cpu(const Backward& bw) {
         for (int64_t i0 = 0; i0 < s.sq; i0 += kBlockQ) {
           const int64_t i1 = std::min(i0 + kBlockQ, s.sq), rows = i1 - i0;
           load_query_block(p, bw, hd, s, b, h, i0, rows, buf);
-          transpose_block(buf.q.data(), D, rows, D, buf.qt.data(), kBlockQ);
-          transpose_block(buf.o.data(), Dv, rows, Dv, buf.ot.data(), kBlockQ);
+          transpose_query_block(buf, rows);
           buf.dq.assign(kBlockQ * std::max<int64_t>(D, 1), acc_t(0));
           const KeyRange keys = block_keys(p, s, i0, i1);
           for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += kBlockK) {
@@ -712,15 +723,9 @@ void backward_cpu(const Backward& bw) {
             scores(p, hd, kt, s, b, h, i0, i1, j0, j1, Rows<acc_t>{buf.q.data(), D}, buf, softcap);
             probabilities(buf.s.data(), rows, cols, buf.m.data());
             dp_block(s, h, j0, rows, cols, buf);
-            const bool dropout = p.dropout_p > 0;
-            score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale, dropout);
-            // dV^T (Dv x cols) += dO^T (Dv x rows) P (rows x cols), P with dropout
-            gemm<acc_t>(Dv, cols, rows, buf.ot.data(), kBlockQ, 1,
-                        dropout ? buf.pd.data() : buf.s.data(), kBlockK, 1, buf.dv.data() + j0,
-                        ldk, true);
-            // dK^T (D x cols) += Q^T (D x rows) dS (rows x cols)
-            gemm<acc_t>(D, cols, rows, buf.qt.data(), kBlockQ, 1, buf.dp.data(), kBlockK, 1,
-                        buf.dk.data() + j0, ldk, true);
+            score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale,
+                        p.dropout_p > 0);
+            accumulate_dkdv(buf, rows, cols, buf.dk.data() + j0, buf.dv.data() + j0, ldk);
             // dQ (rows x D) += dS (rows x cols) K (cols x D)
             const Rows<acc_t> kr =
                 rows_of(hd.k + j0 * p.k_row_stride, p.k_row_stride, cols, D, buf.kr.data());
@@ -782,31 +787,27 @@ void backward_cpu(const Backward& bw) {
         const Seq s = sequence(p, b);
         const int64_t j1 = std::min(j0 + kBlockK, s.sk), cols = j1 - j0;
         size_buffers(buf, D, Dv);
-        buf.dk.assign(kBlockK * std::max<int64_t>(D, 1), acc_t(0));
-        buf.dv.assign(kBlockK * std::max<int64_t>(Dv, 1), acc_t(0));
+        buf.dk.assign(std::max<int64_t>(D, 1) * kBlockK, acc_t(0));   // dK^T (D x cols)
+        buf.dv.assign(std::max<int64_t>(Dv, 1) * kBlockK, acc_t(0));  // dV^T (Dv x cols)
         const KeyRange rows_seen = block_rows(p, s, j0, j1);
         for (int64_t h = g * group; h < (g + 1) * group; ++h) {
           const Head<scalar_t> hd = head<scalar_t>(p, f, s, b, h);
           for (int64_t i0 = rows_seen.lo; i0 < rows_seen.hi; i0 += kBlockQ) {
             const int64_t i1 = std::min(i0 + kBlockQ, rows_seen.hi), rows = i1 - i0;
             load_query_block(p, bw, hd, s, b, h, i0, rows, buf);
+            transpose_query_block(buf, rows);
             scores(p, hd, kt, s, b, h, i0, i1, j0, j1, Rows<acc_t>{buf.q.data(), D}, buf, softcap);
             probabilities(buf.s.data(), rows, cols, buf.m.data());
             dp_block(s, h, j0, rows, cols, buf);
-            score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale, true);
-            // dV (cols x Dv) += P_drop^T (cols x rows) dO (rows x Dv)
-            transpose_block(buf.pd.data(), kBlockK, rows, cols, buf.pt.data(), kBlockQ);
-            gemm<acc_t>(cols, Dv, rows, buf.pt.data(), kBlockQ, 1, buf.o.data(), Dv, 1,
-                        buf.dv.data(), Dv, true);
-            // dK (cols x D) += dS^T (cols x rows) Q (rows x D)
-            transpose_block(buf.dp.data(), kBlockK, rows, cols, buf.pt.data(), kBlockQ);
-            gemm<acc_t>(cols, D, rows, buf.pt.data(), kBlockQ, 1, buf.q.data(), D, 1,
-                        buf.dk.data(), D, true);
+            score_grads(p, b, h, i0, j0, rows, cols, buf.l.data(), buf, keep_scale,
+                        p.dropout_p > 0);
+            accumulate_dkdv(buf, rows, cols, buf.dk.data(), buf.dv.data(), kBlockK);
           }
         }
-        for (int64_t e = 0; e < cols * D; ++e) buf.dk[e] *= scale;
-        store_tile(buf.dk.data(), cols, D, dk_out + grad_offset(bw.dk, b, g, s.k0 + j0), dk_row);
-        store_tile(buf.dv.data(), cols, Dv, dv_out + grad_offset(bw.dv, b, g, s.k0 + j0), dv_row);
+        store_transposed(buf.dk.data(), kBlockK, cols, D, scale,
+                         dk_out + grad_offset(bw.dk, b, g, s.k0 + j0), dk_row, buf.pt.data());
+        store_transposed(buf.dv.data(), kBlockK, cols, Dv, acc_t(1),
+                         dv_out + grad_offset(bw.dv, b, g, s.k0 + j0), dv_row, buf.pt.data());
       });
 }
 
