@@ -1,0 +1,306 @@
+// selective scan (Mamba's S6): the schemas of the scan, its backward and the
+// decoding step, the argument checks and layout preparation shared by the
+// entry points (prepare_scan), and the C++ API. CUDA kernels come later: the
+// CUDA dispatch key holds define_ops' "not written yet" stub meanwhile.
+#include "selective_scan.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../../common/library.h"
+#include "selective_scan_args.h"
+
+TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
+  kernelzoo::define_ops(
+      m,
+      {
+          "selective_scan_forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
+          "Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus, "
+          "Tensor? initial_state, Tensor? cu_seqlens) "
+          "-> (Tensor out, Tensor last_state, Tensor checkpoints)",
+          "_selective_scan_backward(Tensor dout, Tensor? dlast_state, Tensor u, Tensor delta, "
+          "Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+          "bool delta_softplus, Tensor? initial_state, Tensor? cu_seqlens, Tensor checkpoints) "
+          "-> (Tensor du, Tensor ddelta, Tensor dA, Tensor dB, Tensor dC, Tensor dD, Tensor dz, "
+          "Tensor ddelta_bias, Tensor dinitial_state)",
+          "selective_state_update(Tensor(a!) state, Tensor x, Tensor dt, Tensor A, Tensor B, "
+          "Tensor C, Tensor? D, Tensor? z, Tensor? dt_bias, bool dt_softplus) -> Tensor",
+      },
+      kernelzoo::CudaKernels::NotYet);
+}
+
+// The scan's autograd formula is registered from Python (ops/selective_scan.py);
+// the backward op (no double backward) and the in-place decoding step are not
+// differentiable.
+TORCH_LIBRARY_IMPL(kernelzoo, Autograd, m) {
+  m.impl("_selective_scan_backward", torch::autograd::autogradNotImplementedFallback());
+  m.impl("selective_state_update", torch::autograd::autogradNotImplementedFallback());
+}
+
+namespace kernelzoo {
+namespace selective_scan_detail {
+namespace {
+
+constexpr const char* kWho = "selective_scan: ";
+
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble: return "float64";
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    default: return c10::toString(t);
+  }
+}
+
+bool float_dtype(at::ScalarType t) {
+  return t == at::kDouble || t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_device(const at::Tensor& t, const at::Tensor& u, const char* name) {
+  TORCH_CHECK(t.device() == u.device(), kWho, name, " must be on u's device (", u.device(),
+              "), but is on ", t.device());
+}
+
+// A, D, delta_bias, initial_state: float32 (or float64 with float64 u).
+at::Tensor parameter(const at::Tensor& t, const at::Tensor& u, const char* name,
+                     at::ScalarType acc) {
+  check_device(t, u, name);
+  TORCH_CHECK(t.scalar_type() == at::kFloat || (t.scalar_type() == at::kDouble && acc == at::kDouble),
+              kWho, name, " must be float32", acc == at::kDouble ? " or float64" : "",
+              ", but got ", dtype_name(t.scalar_type()));
+  return t.to(acc).contiguous();
+}
+
+// B or C: constant (dim, dstate), variable (batch, dstate, seqlen) or grouped
+// (batch, groups, dstate, seqlen). Returns the groups (0 when constant).
+int64_t check_BC(const at::Tensor& t, const at::Tensor& u, int64_t dstate, const char* name) {
+  check_device(t, u, name);
+  TORCH_CHECK(!t.is_complex(), kWho, "complex ", name, " is not supported");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == u.scalar_type(), kWho, name,
+              " must be float32 or u's dtype (", dtype_name(u.scalar_type()), "), but got ",
+              dtype_name(t.scalar_type()));
+  const int64_t batch = u.size(0), dim = u.size(1), seqlen = u.size(2);
+  if (t.dim() == 2) {
+    TORCH_CHECK(t.size(0) == dim && t.size(1) == dstate, kWho, "a constant ", name,
+                " must have shape (dim, dstate) = (", dim, ", ", dstate, "), but got ", t.sizes());
+    return 0;
+  }
+  TORCH_CHECK(t.dim() == 3 || t.dim() == 4, kWho, name, " must be (dim, dstate), (batch, dstate, "
+              "seqlen) or (batch, groups, dstate, seqlen), but got shape ", t.sizes());
+  const int64_t groups = t.dim() == 4 ? t.size(1) : 1;
+  TORCH_CHECK(t.size(0) == batch && t.size(-1) == seqlen && t.size(-2) == dstate, kWho, "a variable ",
+              name, " must have shape ", t.dim() == 4 ? "(batch, groups, dstate, seqlen) = (" : "(batch, dstate, seqlen) = (",
+              batch, ", ", t.dim() == 4 ? std::to_string(groups) + ", " : std::string(), dstate, ", ",
+              seqlen, "), but got ", t.sizes());
+  TORCH_CHECK(groups > 0 && dim % groups == 0, kWho, "the number of groups of ", name, " (", groups,
+              ") must divide dim (", dim, ")");
+  return groups;
+}
+
+// Variable B/C to (batch, groups, seqlen, dstate), acc dtype.
+at::Tensor transposed_BC(const at::Tensor& t, at::ScalarType acc) {
+  const at::Tensor g = t.dim() == 3 ? t.unsqueeze(1) : t;
+  return g.transpose(-1, -2).to(acc).contiguous();
+}
+
+}  // namespace
+
+Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                  const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                  const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
+                  bool delta_softplus, const std::optional<at::Tensor>& initial_state,
+                  const std::optional<at::Tensor>& cu_seqlens) {
+  TORCH_CHECK(u.dim() == 3, kWho, "expected u of shape (batch, dim, seqlen), but got shape ",
+              u.sizes());
+  TORCH_CHECK(float_dtype(u.scalar_type()), kWho, "expected floating-point u (float64, float32, "
+              "float16 or bfloat16), but got ", dtype_name(u.scalar_type()));
+  TORCH_CHECK(delta.sizes() == u.sizes(), kWho, "delta must have u's shape ", u.sizes(),
+              ", but got ", delta.sizes());
+  TORCH_CHECK(delta.scalar_type() == u.scalar_type(), kWho, "delta must have u's dtype (",
+              dtype_name(u.scalar_type()), "), but got ", dtype_name(delta.scalar_type()));
+  check_device(delta, u, "delta");
+  TORCH_CHECK(!A.is_complex(), kWho, "complex A is not supported (only real A: Mamba's "
+              "A = -exp(A_log))");
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == u.size(1), kWho, "A must have shape (dim, dstate) "
+              "with dim = ", u.size(1), ", but got ", A.sizes());
+  const at::ScalarType acc = u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+
+  Scan s;
+  s.batch = u.size(0);
+  s.dim = u.size(1);
+  s.seqlen = u.size(2);
+  s.dstate = A.size(1);
+  s.softplus = delta_softplus;
+  s.A = parameter(A, u, "A", acc);
+  const int64_t gB = check_BC(B, u, s.dstate, "B"), gC = check_BC(C, u, s.dstate, "C");
+  TORCH_CHECK(gB == 0 || gC == 0 || gB == gC, kWho, "B and C must have the same number of "
+              "groups, but got ", gB, " and ", gC);
+  s.var_B = gB > 0;
+  s.var_C = gC > 0;
+  s.groups = std::max<int64_t>(std::max(gB, gC), 1);
+  s.B_ungrouped = B.dim() == 3;
+  s.C_ungrouped = C.dim() == 3;
+  s.B = s.var_B ? transposed_BC(B, acc) : B.to(acc).contiguous();
+  s.C = s.var_C ? transposed_BC(C, acc) : C.to(acc).contiguous();
+  for (const auto& [t, name] : {std::pair{&D, "D"}, std::pair{&delta_bias, "delta_bias"}}) {
+    if (!t->has_value()) continue;
+    TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == s.dim, kWho, name, " must have shape (dim,) "
+                "= (", s.dim, ",), but got ", (*t)->sizes());
+  }
+  if (D.has_value()) s.D = parameter(*D, u, "D", acc);
+  if (delta_bias.has_value()) s.delta_bias = parameter(*delta_bias, u, "delta_bias", acc);
+  if (z.has_value()) {
+    TORCH_CHECK(z->sizes() == u.sizes(), kWho, "z must have u's shape ", u.sizes(), ", but got ",
+                z->sizes());
+    TORCH_CHECK(z->scalar_type() == u.scalar_type(), kWho, "z must have u's dtype (",
+                dtype_name(u.scalar_type()), "), but got ", dtype_name(z->scalar_type()));
+    check_device(*z, u, "z");
+    s.z = z->contiguous();
+  }
+  s.nseq = s.batch;
+  if (cu_seqlens.has_value()) {
+    const at::Tensor& cu = *cu_seqlens;
+    check_device(cu, u, "cu_seqlens");
+    TORCH_CHECK(cu.scalar_type() == at::kInt, kWho, "cu_seqlens must be int32, but got ",
+                c10::toString(cu.scalar_type()));
+    TORCH_CHECK(cu.dim() == 1 && cu.size(0) >= 1, kWho, "cu_seqlens must be a 1-D tensor of "
+                "nseq + 1 offsets, but got shape ", cu.sizes());
+    TORCH_CHECK(s.batch == 1, kWho, "with cu_seqlens the sequences are packed along seqlen: "
+                "batch must be 1, but got ", s.batch);
+    s.cu_seqlens = cu.cpu().contiguous();
+    const int32_t* p = s.cu_seqlens.const_data_ptr<int32_t>();
+    const int64_t n = cu.size(0);
+    TORCH_CHECK(p[0] == 0, kWho, "cu_seqlens must start at 0, but starts at ", p[0]);
+    for (int64_t i = 1; i < n; ++i) {
+      TORCH_CHECK(p[i] >= p[i - 1], kWho, "cu_seqlens must be non-decreasing, but cu_seqlens[",
+                  i, "] = ", p[i], " < cu_seqlens[", i - 1, "] = ", p[i - 1]);
+    }
+    TORCH_CHECK(p[n - 1] == s.seqlen, kWho, "cu_seqlens must end at seqlen (", s.seqlen,
+                "), but ends at ", p[n - 1]);
+    s.nseq = n - 1;
+  }
+  if (initial_state.has_value()) {
+    const at::Tensor& h = *initial_state;
+    TORCH_CHECK(h.dim() == 3 && h.size(0) == s.nseq && h.size(1) == s.dim && h.size(2) == s.dstate,
+                kWho, "initial_state must have shape (", cu_seqlens.has_value() ? "nseq" : "batch",
+                ", dim, dstate) = (", s.nseq, ", ", s.dim, ", ", s.dstate, "), but got ", h.sizes());
+    s.initial_state = parameter(h, u, "initial_state", acc);
+  }
+  s.u = u.contiguous();
+  s.delta = delta.contiguous();
+  return s;
+}
+
+StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x,
+                                 const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                                 const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                 const std::optional<at::Tensor>& z,
+                                 const std::optional<at::Tensor>& dt_bias, bool dt_softplus) {
+  constexpr const char* who = "selective_state_update: ";
+  TORCH_CHECK(state.dim() == 3 || state.dim() == 4, who, "state must be (batch, dim, dstate) or "
+              "(batch, nheads, headdim, dstate), but got shape ", state.sizes());
+  TORCH_CHECK(float_dtype(state.scalar_type()) && float_dtype(x.scalar_type()), who,
+              "state and x must be floating point, but got ", dtype_name(state.scalar_type()),
+              " and ", dtype_name(x.scalar_type()));
+  StateUpdate s;
+  s.heads = state.dim() == 4;
+  s.softplus = dt_softplus;
+  const int64_t batch = state.size(0), nheads = s.heads ? state.size(1) : 1,
+                hdim = state.size(-2), dstate = state.size(-1);
+  const std::vector<int64_t> xs = s.heads ? std::vector<int64_t>{batch, nheads, hdim}
+                                          : std::vector<int64_t>{batch, hdim};
+  const std::vector<int64_t> ps = s.heads ? std::vector<int64_t>{nheads, hdim}
+                                          : std::vector<int64_t>{hdim};
+  auto shape_str = [](const std::vector<int64_t>& v) { return c10::IntArrayRef(v); };
+  const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  for (const auto& [t, name] : {std::pair{&x, "x"}, std::pair{&dt, "dt"}}) {
+    TORCH_CHECK(t->sizes() == c10::IntArrayRef(xs), who, name, " must have shape ",
+                shape_str(xs), ", but got ", t->sizes());
+    check_device(*t, state, name);
+  }
+  TORCH_CHECK(dt.scalar_type() == x.scalar_type(), who, "dt must have x's dtype (",
+              dtype_name(x.scalar_type()), "), but got ", dtype_name(dt.scalar_type()));
+  auto head_form = [&](const at::Tensor& t) { return s.heads ? t : t.unsqueeze(1); };
+  s.state = head_form(state);
+  TORCH_CHECK(state.stride(-1) == 1 || dstate <= 1, who, "state's last dimension must be "
+              "contiguous (it is updated in place)");
+  s.x = head_form(x).contiguous();
+  s.dt = head_form(dt).contiguous();
+  TORCH_CHECK(!A.is_complex(), who, "complex A is not supported");
+  std::vector<int64_t> as = ps;
+  as.push_back(dstate);
+  TORCH_CHECK(A.sizes() == c10::IntArrayRef(as), who, "A must have shape ", shape_str(as),
+              ", but got ", A.sizes());
+  s.A = (s.heads ? parameter(A, state, "A", acc) : parameter(A, state, "A", acc).unsqueeze(0))
+            .contiguous();
+  for (const auto& [t, out, name] : {std::tuple{&B, &s.B, "B"}, std::tuple{&C, &s.C, "C"}}) {
+    TORCH_CHECK((t->dim() == 2 && t->size(0) == batch && t->size(1) == dstate) ||
+                    (t->dim() == 3 && t->size(0) == batch && t->size(2) == dstate &&
+                     t->size(1) > 0 && nheads % t->size(1) == 0),
+                who, name, " must have shape (batch, dstate) = (", batch, ", ", dstate,
+                ") or (batch, groups, dstate) with groups dividing nheads (", nheads,
+                "), but got ", t->sizes());
+    check_device(*t, state, name);
+    TORCH_CHECK(float_dtype(t->scalar_type()), who, name, " must be floating point");
+    *out = (t->dim() == 2 ? t->unsqueeze(1) : *t).to(acc).contiguous();
+  }
+  for (const auto& [t, out, name] :
+       {std::tuple{&D, &s.D, "D"}, std::tuple{&dt_bias, &s.dt_bias, "dt_bias"}}) {
+    if (!t->has_value()) continue;
+    TORCH_CHECK((*t)->sizes() == c10::IntArrayRef(ps), who, name, " must have shape ",
+                shape_str(ps), ", but got ", (*t)->sizes());
+    const at::Tensor v = parameter(**t, state, name, acc);
+    *out = (s.heads ? v : v.unsqueeze(0)).contiguous();
+  }
+  if (z.has_value()) {
+    TORCH_CHECK(z->sizes() == c10::IntArrayRef(xs), who, "z must have shape ", shape_str(xs),
+                ", but got ", z->sizes());
+    TORCH_CHECK(z->scalar_type() == x.scalar_type(), who, "z must have x's dtype");
+    check_device(*z, state, "z");
+    s.z = head_form(*z).contiguous();
+  }
+  return s;
+}
+
+}  // namespace selective_scan_detail
+
+// --- C++ API -----------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_forward(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+    const std::optional<at::Tensor>& initial_state, const std::optional<at::Tensor>& cu_seqlens) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("kernelzoo::selective_scan_forward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const std::optional<at::Tensor>&,
+              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool,
+              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&)>();
+  return op.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, cu_seqlens);
+}
+
+at::Tensor selective_state_update(const at::Tensor& state, const at::Tensor& x,
+                                  const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                                  const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                  const std::optional<at::Tensor>& z,
+                                  const std::optional<at::Tensor>& dt_bias, bool dt_softplus) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("kernelzoo::selective_state_update", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                            const std::optional<at::Tensor>&, bool)>();
+  return op.call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus);
+}
+
+}  // namespace kernelzoo

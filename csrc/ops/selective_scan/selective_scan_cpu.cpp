@@ -1,0 +1,720 @@
+// selective scan on the CPU: the scan, its backward and the decoding step.
+//
+// A task is (batch b, a block of up to kLanes = 16 channels inside one group of
+// B/C): the channels are the vector lanes, so the recurrence
+//   x[n] = exp(dt * A[n]) * x[n] + dt * B[n] * u,   y = sum_n x[n] * C[n]
+// runs on 16 channels at once with no reduction across lanes (a variable B or C
+// is one value per (position, state) shared by the block's channels). Inputs
+// are read a chunk of kChunk = 64 positions at a time into (position, lane)
+// tiles, transposed from the (channel, position) layout, and the output is
+// written back the same way.
+//
+// The forward saves the state entering every chunk (the checkpoints). The
+// backward walks the chunks in reverse: it recomputes the chunk's states from
+// its checkpoint, then runs the adjoint recurrence through it:
+//   h += dy * C;  da = h * x_prev;  dt += da * a * A + h * B * u;  h *= a
+// (h being the gradient of the state, starting from the gradient of the last
+// state). Gradients shared between tasks (A, D, delta_bias, constant B/C over
+// the batch; variable B/C over the channels of a group) are written per task
+// and summed afterwards in a fixed order: results do not depend on the number
+// of threads.
+//
+// Packed sequences (cu_seqlens, batch 1): the state restarts at each sequence's
+// first position (from its initial state or zero), the last state of each
+// sequence is its state after its last position, and in the backward the
+// gradient of the state restarts from the sequence's last-state gradient.
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "../../common/acc_type.h"
+#include "../../common/cpu_math.h"
+#include "../../common/cpu_vec.h"
+#include "../../common/dispatch.h"
+#include "../../common/parallel.h"
+#include "selective_scan_args.h"
+
+namespace kernelzoo {
+namespace selective_scan_detail {
+
+constexpr int kLanes = 16;  // channels per task, one per vector lane
+
+// --- one position of the recurrence, on kLanes channels ------------------------------------
+// Constant B/C: one value per (state, lane), `b + n * kLanes`; variable: one per
+// state, shared by the lanes, `b + n`.
+
+template <typename acc_t, bool VarB, bool VarC>
+KZ_ALWAYS_INLINE void step_impl(int64_t N, const acc_t* dt, const acc_t* u, const acc_t* A,
+                                const acc_t* B, const acc_t* C, acc_t* x, acc_t* y) {
+  acc_t dtu[kLanes], acc[kLanes] = {};
+  for (int c = 0; c < kLanes; ++c) dtu[c] = dt[c] * u[c];
+  for (int64_t n = 0; n < N; ++n) {
+    acc_t* xn = x + n * kLanes;
+    const acc_t* An = A + n * kLanes;
+    for (int c = 0; c < kLanes; ++c) {
+      const acc_t b = VarB ? B[n] : B[n * kLanes + c];
+      const acc_t cc = VarC ? C[n] : C[n * kLanes + c];
+      xn[c] = exp_lane(dt[c] * An[c]) * xn[c] + dtu[c] * b;
+      acc[c] += xn[c] * cc;
+    }
+  }
+  for (int c = 0; c < kLanes; ++c) y[c] = acc[c];
+}
+
+// The adjoint of one position: h (the gradient of the state after it) becomes
+// the gradient of the state before it; dy the gradient of y; xb / xa the
+// states before / after the position. Accumulates ddt, du (per lane), dA
+// (per state and lane), dB/dC (per state and lane when constant, per state
+// summed over the lanes when variable).
+template <typename acc_t, bool VarB, bool VarC>
+KZ_ALWAYS_INLINE void step_back_impl(int64_t N, const acc_t* dt, const acc_t* u, const acc_t* A,
+                                     const acc_t* B, const acc_t* C, const acc_t* xb,
+                                     const acc_t* xa, const acc_t* dy, acc_t* h, acc_t* ddt,
+                                     acc_t* du, acc_t* dA, acc_t* dB, acc_t* dC) {
+  acc_t ddt_acc[kLanes] = {}, du_acc[kLanes] = {}, dtu[kLanes];
+  for (int c = 0; c < kLanes; ++c) dtu[c] = dt[c] * u[c];
+  for (int64_t n = 0; n < N; ++n) {
+    acc_t* hn = h + n * kLanes;
+    const acc_t* An = A + n * kLanes;
+    const acc_t* xbn = xb + n * kLanes;
+    const acc_t* xan = xa + n * kLanes;
+    acc_t* dAn = dA + n * kLanes;
+    acc_t gB[kLanes], gC[kLanes];
+    for (int c = 0; c < kLanes; ++c) {
+      const acc_t b = VarB ? B[n] : B[n * kLanes + c];
+      const acc_t cc = VarC ? C[n] : C[n * kLanes + c];
+      gC[c] = dy[c] * xan[c];
+      const acc_t hv = hn[c] + dy[c] * cc;
+      const acc_t a = exp_lane(dt[c] * An[c]);
+      const acc_t da = hv * xbn[c] * a;
+      ddt_acc[c] += da * An[c] + hv * b * u[c];
+      dAn[c] += da * dt[c];
+      du_acc[c] += hv * dt[c] * b;
+      gB[c] = hv * dtu[c];
+      hn[c] = a * hv;
+    }
+    if constexpr (VarB) {
+      acc_t sum = 0;
+      for (int c = 0; c < kLanes; ++c) sum += gB[c];
+      dB[n] += sum;
+    } else {
+      for (int c = 0; c < kLanes; ++c) dB[n * kLanes + c] += gB[c];
+    }
+    if constexpr (VarC) {
+      acc_t sum = 0;
+      for (int c = 0; c < kLanes; ++c) sum += gC[c];
+      dC[n] += sum;
+    } else {
+      for (int c = 0; c < kLanes; ++c) dC[n * kLanes + c] += gC[c];
+    }
+  }
+  for (int c = 0; c < kLanes; ++c) {
+    ddt[c] += ddt_acc[c];
+    du[c] += du_acc[c];
+  }
+}
+
+// Non-template entry points, so that each is compiled for every KZ_CPU_CLONES
+// target (the templates above are inlined into them).
+#define KZ_SCAN_STEPS(T, VB, VC)                                                                \
+  KZ_CPU_CLONES void step(std::integral_constant<bool, VB>, std::integral_constant<bool, VC>,  \
+                          int64_t N, const T* dt, const T* u, const T* A, const T* B,          \
+                          const T* C, T* x, T* y) {                                             \
+    step_impl<T, VB, VC>(N, dt, u, A, B, C, x, y);                                              \
+  }                                                                                             \
+  KZ_CPU_CLONES void step_back(std::integral_constant<bool, VB>, std::integral_constant<bool, VC>, \
+                               int64_t N, const T* dt, const T* u, const T* A, const T* B,     \
+                               const T* C, const T* xb, const T* xa, const T* dy, T* h, T* ddt, \
+                               T* du, T* dA, T* dB, T* dC) {                                    \
+    step_back_impl<T, VB, VC>(N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);          \
+  }
+KZ_SCAN_STEPS(float, false, false)
+KZ_SCAN_STEPS(float, false, true)
+KZ_SCAN_STEPS(float, true, false)
+KZ_SCAN_STEPS(float, true, true)
+KZ_SCAN_STEPS(double, false, false)
+KZ_SCAN_STEPS(double, false, true)
+KZ_SCAN_STEPS(double, true, false)
+KZ_SCAN_STEPS(double, true, true)
+#undef KZ_SCAN_STEPS
+
+namespace {
+
+template <typename acc_t>
+acc_t softplus(acc_t v) {
+  return v <= acc_t(20) ? std::log1p(std::exp(v)) : v;  // torch's threshold, as mamba
+}
+
+template <typename acc_t>
+acc_t sigmoid(acc_t v) {
+  return acc_t(1) / (acc_t(1) + std::exp(-v));
+}
+
+// Sequences of one batch row: [start, end) each; one per row without
+// cu_seqlens. start_of / end_of map a position to the non-empty sequence that
+// starts / ends (last position) there, -1 elsewhere.
+struct Sequences {
+  std::vector<int64_t> start, end;
+  std::vector<int64_t> start_of, end_of;
+};
+
+Sequences sequences(const Scan& s) {
+  Sequences q;
+  if (s.cu_seqlens.defined()) {
+    const int32_t* cu = s.cu_seqlens.const_data_ptr<int32_t>();
+    for (int64_t i = 0; i < s.nseq; ++i) {
+      q.start.push_back(cu[i]);
+      q.end.push_back(cu[i + 1]);
+    }
+  } else {
+    q.start.push_back(0);
+    q.end.push_back(s.seqlen);
+  }
+  q.start_of.assign(s.seqlen, -1);
+  q.end_of.assign(s.seqlen, -1);
+  for (size_t i = 0; i < q.start.size(); ++i) {
+    if (q.end[i] > q.start[i]) {
+      q.start_of[q.start[i]] = static_cast<int64_t>(i);
+      q.end_of[q.end[i] - 1] = static_cast<int64_t>(i);
+    }
+  }
+  return q;
+}
+
+// The tasks: (batch row, channel block), blocks never straddling a group.
+struct Task {
+  int64_t b, g, c0, nc, block;  // block: index inside the group
+};
+
+std::vector<Task> tasks(const Scan& s) {
+  std::vector<Task> t;
+  const int64_t per_group = s.dim / s.groups;
+  const int64_t blocks = (per_group + kLanes - 1) / kLanes;
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t g = 0; g < s.groups; ++g) {
+      for (int64_t k = 0; k < blocks; ++k) {
+        const int64_t c0 = g * per_group + k * kLanes;
+        t.push_back({b, g, c0, std::min<int64_t>(kLanes, (g + 1) * per_group - c0), k});
+      }
+    }
+  }
+  return t;
+}
+
+int64_t blocks_per_group(const Scan& s) { return (s.dim / s.groups + kLanes - 1) / kLanes; }
+
+// (channel, position) rows of `src` -> a (position, lane) tile, zero in the
+// lanes past nc.
+template <typename scalar_t, typename acc_t>
+void load_tile(const scalar_t* src, int64_t row_stride, int64_t nc, int64_t len, acc_t* dst) {
+  std::fill(dst, dst + kChunk * kLanes, acc_t(0));
+  for (int64_t c = 0; c < nc; ++c) {
+    const scalar_t* row = src + c * row_stride;
+    for (int64_t l = 0; l < len; ++l) dst[l * kLanes + c] = static_cast<acc_t>(row[l]);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void store_tile(const acc_t* src, int64_t nc, int64_t len, scalar_t* dst, int64_t row_stride) {
+  for (int64_t c = 0; c < nc; ++c) {
+    scalar_t* row = dst + c * row_stride;
+    for (int64_t l = 0; l < len; ++l) row[l] = static_cast<scalar_t>(src[l * kLanes + c]);
+  }
+}
+
+// (channel, state) rows -> (state, lane) lanes, zero past nc.
+template <typename acc_t>
+void load_lanes(const acc_t* src, int64_t N, int64_t nc, acc_t* dst) {
+  std::fill(dst, dst + N * kLanes, acc_t(0));
+  for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t n = 0; n < N; ++n) dst[n * kLanes + c] = src[c * N + n];
+  }
+}
+
+template <typename acc_t>
+void store_lanes(const acc_t* src, int64_t N, int64_t nc, acc_t* dst) {
+  for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t n = 0; n < N; ++n) dst[c * N + n] = src[n * kLanes + c];
+  }
+}
+
+template <typename acc_t>
+struct Buffers {
+  std::vector<acc_t> u, dt, pre, z, y, dout, x, A, B, C, xs, h, du, ddt, dz, dA, dB, dC, tmp;
+};
+
+// What a task reads, with its pointers resolved.
+template <typename scalar_t, typename acc_t>
+struct TaskView {
+  const Scan& s;
+  const Task& t;
+  int64_t L, N;
+  const scalar_t* u;      // row c0 of batch b
+  const scalar_t* delta;
+  const scalar_t* z;      // or null
+  const acc_t* Bvar;      // (L, N) of (b, g), when variable
+  const acc_t* Cvar;
+
+  TaskView(const Scan& s_, const Task& t_) : s(s_), t(t_), L(s_.seqlen), N(s_.dstate) {
+    const int64_t row = (t.b * s.dim + t.c0) * L;
+    u = s.u.const_data_ptr<scalar_t>() + row;
+    delta = s.delta.const_data_ptr<scalar_t>() + row;
+    z = s.z.defined() ? s.z.const_data_ptr<scalar_t>() + row : nullptr;
+    Bvar = s.var_B ? s.B.const_data_ptr<acc_t>() + (t.b * s.groups + t.g) * L * N : nullptr;
+    Cvar = s.var_C ? s.C.const_data_ptr<acc_t>() + (t.b * s.groups + t.g) * L * N : nullptr;
+  }
+
+  // The chunk's u and dt tiles (dt after delta_bias and softplus; pre before
+  // softplus, when asked for).
+  void load_inputs(int64_t l0, int64_t len, Buffers<acc_t>& buf, bool want_pre) const {
+    load_tile(u + l0, L, t.nc, len, buf.u.data());
+    load_tile(delta + l0, L, t.nc, len, buf.dt.data());
+    const acc_t* bias = s.delta_bias.defined() ? s.delta_bias.const_data_ptr<acc_t>() + t.c0 : nullptr;
+    for (int64_t l = 0; l < len; ++l) {
+      for (int64_t c = 0; c < t.nc; ++c) {
+        acc_t v = buf.dt[l * kLanes + c] + (bias ? bias[c] : acc_t(0));
+        if (want_pre) buf.pre[l * kLanes + c] = v;
+        buf.dt[l * kLanes + c] = s.softplus ? softplus(v) : v;
+      }
+    }
+  }
+
+  // A, and constant B/C, as (state, lane) lanes.
+  void load_parameters(Buffers<acc_t>& buf) const {
+    load_lanes(s.A.const_data_ptr<acc_t>() + t.c0 * N, N, t.nc, buf.A.data());
+    if (!s.var_B) load_lanes(s.B.const_data_ptr<acc_t>() + t.c0 * N, N, t.nc, buf.B.data());
+    if (!s.var_C) load_lanes(s.C.const_data_ptr<acc_t>() + t.c0 * N, N, t.nc, buf.C.data());
+  }
+
+  const acc_t* B_at(const Buffers<acc_t>& buf, int64_t gl) const {
+    return s.var_B ? Bvar + gl * N : buf.B.data();
+  }
+  const acc_t* C_at(const Buffers<acc_t>& buf, int64_t gl) const {
+    return s.var_C ? Cvar + gl * N : buf.C.data();
+  }
+
+  // The state a sequence starts from: its initial state, or zero.
+  void reset(int64_t seq, acc_t* x) const {
+    const int64_t gs = s.cu_seqlens.defined() ? seq : t.b;
+    if (s.initial_state.defined()) {
+      load_lanes(s.initial_state.const_data_ptr<acc_t>() + (gs * s.dim + t.c0) * N, N, t.nc, x);
+    } else {
+      std::fill(x, x + N * kLanes, acc_t(0));
+    }
+  }
+  int64_t global_seq(int64_t seq) const { return s.cu_seqlens.defined() ? seq : t.b; }
+};
+
+template <typename acc_t>
+void run_step(const Scan& s, int64_t N, const acc_t* dt, const acc_t* u, const acc_t* A,
+              const acc_t* B, const acc_t* C, acc_t* x, acc_t* y) {
+  using F = std::false_type;
+  using T = std::true_type;
+  if (s.var_B) {
+    if (s.var_C) step(T{}, T{}, N, dt, u, A, B, C, x, y);
+    else step(T{}, F{}, N, dt, u, A, B, C, x, y);
+  } else {
+    if (s.var_C) step(F{}, T{}, N, dt, u, A, B, C, x, y);
+    else step(F{}, F{}, N, dt, u, A, B, C, x, y);
+  }
+}
+
+template <typename acc_t>
+void run_step_back(const Scan& s, int64_t N, const acc_t* dt, const acc_t* u, const acc_t* A,
+                   const acc_t* B, const acc_t* C, const acc_t* xb, const acc_t* xa,
+                   const acc_t* dy, acc_t* h, acc_t* ddt, acc_t* du, acc_t* dA, acc_t* dB,
+                   acc_t* dC) {
+  using F = std::false_type;
+  using T = std::true_type;
+  if (s.var_B) {
+    if (s.var_C) step_back(T{}, T{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
+    else step_back(T{}, F{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
+  } else {
+    if (s.var_C) step_back(F{}, T{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
+    else step_back(F{}, F{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
+  }
+}
+
+// Runs the recurrence over positions [l0, l0 + len) of one chunk from the state
+// in buf.x, restarting it at sequence starts; writes y per position (buf.y),
+// and, when `states` is not null, the states before and after each position
+// (2 * N * kLanes values per position); `on_end(seq)` is called with buf.x
+// holding the state after a sequence's last position.
+template <typename scalar_t, typename acc_t, typename OnEnd>
+void run_chunk(const TaskView<scalar_t, acc_t>& v, const Sequences& q, int64_t l0, int64_t len,
+               Buffers<acc_t>& buf, acc_t* states, const OnEnd& on_end) {
+  const int64_t N = v.N, S = N * kLanes;
+  for (int64_t l = 0; l < len; ++l) {
+    const int64_t gl = l0 + l;
+    if (q.start_of[gl] >= 0) v.reset(q.start_of[gl], buf.x.data());
+    if (states) std::copy(buf.x.begin(), buf.x.begin() + S, states + 2 * l * S);
+    run_step(v.s, N, buf.dt.data() + l * kLanes, buf.u.data() + l * kLanes, buf.A.data(),
+             v.B_at(buf, gl), v.C_at(buf, gl), buf.x.data(), buf.y.data() + l * kLanes);
+    if (states) std::copy(buf.x.begin(), buf.x.begin() + S, states + (2 * l + 1) * S);
+    if (q.end_of[gl] >= 0) on_end(q.end_of[gl]);
+  }
+}
+
+template <typename acc_t>
+void size_buffers(Buffers<acc_t>& buf, int64_t N) {
+  const int64_t T = kChunk * kLanes, S = std::max<int64_t>(N, 1) * kLanes;
+  for (auto* b : {&buf.u, &buf.dt, &buf.pre, &buf.z, &buf.y, &buf.dout, &buf.du, &buf.ddt, &buf.dz,
+                  &buf.tmp}) {
+    b->resize(T);
+  }
+  for (auto* b : {&buf.x, &buf.A, &buf.B, &buf.C, &buf.h}) b->resize(S);
+}
+
+// out = (y + D u) * silu(z) over a chunk's tile (in place in buf.y).
+template <typename scalar_t, typename acc_t>
+void finish_output(const TaskView<scalar_t, acc_t>& v, int64_t l0, int64_t len,
+                   Buffers<acc_t>& buf) {
+  const acc_t* D = v.s.D.defined() ? v.s.D.template const_data_ptr<acc_t>() + v.t.c0 : nullptr;
+  if (v.z) load_tile(v.z + l0, v.L, v.t.nc, len, buf.z.data());
+  for (int64_t l = 0; l < len; ++l) {
+    for (int64_t c = 0; c < v.t.nc; ++c) {
+      const int64_t e = l * kLanes + c;
+      acc_t o = buf.y[e] + (D ? D[c] * buf.u[e] : acc_t(0));
+      if (v.z) o *= buf.z[e] * sigmoid(buf.z[e]);
+      buf.y[e] = o;
+    }
+  }
+}
+
+// Sequences without positions: their last state is their initial state (or
+// zero), and the gradient of their initial state is that of their last state.
+void empty_sequences(const Scan& s, const Sequences& q, const at::Tensor& from, at::Tensor& to) {
+  for (size_t i = 0; i < q.start.size(); ++i) {
+    if (q.end[i] > q.start[i]) continue;
+    for (int64_t b = 0; b < (s.cu_seqlens.defined() ? 1 : s.batch); ++b) {
+      const int64_t gs = s.cu_seqlens.defined() ? static_cast<int64_t>(i) : b;
+      if (from.defined()) to[gs].copy_(from[gs]);
+      else to[gs].zero_();
+    }
+  }
+}
+
+template <typename scalar_t>
+void forward_cpu(const Scan& s, at::Tensor& out, at::Tensor& last, at::Tensor& ckpt) {
+  using acc_t = acc_type_t<scalar_t>;
+  const Sequences q = sequences(s);
+  const std::vector<Task> ts = tasks(s);
+  const int64_t N = s.dstate, L = s.seqlen, chunks = s.chunks();
+  scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
+  acc_t* last_p = last.mutable_data_ptr<acc_t>();
+  acc_t* ckpt_p = ckpt.mutable_data_ptr<acc_t>();
+  const int64_t work = s.batch * s.dim * L * std::max<int64_t>(N, 1) * 8;
+  for_each_task<Buffers<acc_t>>(static_cast<int64_t>(ts.size()), work,
+                                [&](int64_t i, Buffers<acc_t>& buf) {
+    const Task& t = ts[i];
+    const TaskView<scalar_t, acc_t> v(s, t);
+    size_buffers(buf, N);
+    v.load_parameters(buf);
+    std::fill(buf.x.begin(), buf.x.end(), acc_t(0));
+    auto on_end = [&](int64_t seq) {
+      store_lanes(buf.x.data(), N, t.nc, last_p + (v.global_seq(seq) * s.dim + t.c0) * N);
+    };
+    for (int64_t k = 0; k < chunks; ++k) {
+      const int64_t l0 = k * kChunk, len = std::min(kChunk, L - l0);
+      v.load_inputs(l0, len, buf, false);
+      if (q.start_of[l0] >= 0) v.reset(q.start_of[l0], buf.x.data());
+      // the state entering chunk k, for every channel of the task
+      for (int64_t c = 0; c < t.nc; ++c) {
+        acc_t* dst = ckpt_p + (((t.b * s.dim + t.c0 + c) * chunks) + k) * N;
+        for (int64_t n = 0; n < N; ++n) dst[n] = buf.x[n * kLanes + c];
+      }
+      run_chunk(v, q, l0, len, buf, static_cast<acc_t*>(nullptr), on_end);
+      finish_output(v, l0, len, buf);
+      store_tile(buf.y.data(), t.nc, len, out_p + (t.b * s.dim + t.c0) * L + l0, L);
+    }
+  });
+  empty_sequences(s, q, s.initial_state, last);
+}
+
+template <typename scalar_t>
+void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast,
+                  const at::Tensor& ckpt, at::Tensor& du, at::Tensor& ddelta, at::Tensor& dz,
+                  at::Tensor& dinit, at::Tensor& dA_part, at::Tensor& dD_part,
+                  at::Tensor& dbias_part, at::Tensor& dB_part, at::Tensor& dC_part) {
+  using acc_t = acc_type_t<scalar_t>;
+  const Sequences q = sequences(s);
+  const std::vector<Task> ts = tasks(s);
+  const int64_t N = s.dstate, L = s.seqlen, chunks = s.chunks(), S = N * kLanes;
+  const int64_t bpg = blocks_per_group(s);
+  const scalar_t* dout_p = dout.const_data_ptr<scalar_t>();
+  const acc_t* dlast_p = dlast.defined() ? dlast.const_data_ptr<acc_t>() : nullptr;
+  const acc_t* ckpt_p = ckpt.const_data_ptr<acc_t>();
+  scalar_t* du_p = du.mutable_data_ptr<scalar_t>();
+  scalar_t* ddelta_p = ddelta.mutable_data_ptr<scalar_t>();
+  scalar_t* dz_p = dz.defined() ? dz.mutable_data_ptr<scalar_t>() : nullptr;
+  acc_t* dinit_p = dinit.mutable_data_ptr<acc_t>();
+  acc_t* dA_p = dA_part.mutable_data_ptr<acc_t>();
+  acc_t* dD_p = dD_part.mutable_data_ptr<acc_t>();
+  acc_t* dbias_p = dbias_part.mutable_data_ptr<acc_t>();
+  acc_t* dB_p = dB_part.mutable_data_ptr<acc_t>();
+  acc_t* dC_p = dC_part.mutable_data_ptr<acc_t>();
+  const int64_t work = s.batch * s.dim * L * std::max<int64_t>(N, 1) * 16;
+
+  for_each_task<Buffers<acc_t>>(static_cast<int64_t>(ts.size()), work,
+                                [&](int64_t i, Buffers<acc_t>& buf) {
+    const Task& t = ts[i];
+    const TaskView<scalar_t, acc_t> v(s, t);
+    size_buffers(buf, N);
+    buf.xs.resize(2 * kChunk * S);
+    buf.dA.assign(S, acc_t(0));
+    // constant B/C: (state, lane); variable: this task's (L, N) slice
+    acc_t* dB = s.var_B ? dB_p + (((t.b * s.groups + t.g) * bpg + t.block) * L) * N : nullptr;
+    acc_t* dC = s.var_C ? dC_p + (((t.b * s.groups + t.g) * bpg + t.block) * L) * N : nullptr;
+    if (!s.var_B) buf.dB.assign(S, acc_t(0));
+    if (!s.var_C) buf.dC.assign(S, acc_t(0));
+    v.load_parameters(buf);
+    const acc_t* D = s.D.defined() ? s.D.const_data_ptr<acc_t>() + t.c0 : nullptr;
+    acc_t dD[kLanes] = {}, dbias[kLanes] = {};
+    std::fill(buf.h.begin(), buf.h.end(), acc_t(0));
+    for (int64_t k = chunks - 1; k >= 0; --k) {
+      const int64_t l0 = k * kChunk, len = std::min(kChunk, L - l0);
+      v.load_inputs(l0, len, buf, true);
+      // recompute the chunk's states from its checkpoint
+      for (int64_t c = 0; c < kLanes; ++c) {
+        for (int64_t n = 0; n < N; ++n) {
+          buf.x[n * kLanes + c] =
+              c < t.nc ? ckpt_p[(((t.b * s.dim + t.c0 + c) * chunks) + k) * N + n] : acc_t(0);
+        }
+      }
+      run_chunk(v, q, l0, len, buf, buf.xs.data(), [](int64_t) {});
+      // dy and dz from dout
+      load_tile(dout_p + (t.b * s.dim + t.c0) * L + l0, L, t.nc, len, buf.dout.data());
+      if (v.z) load_tile(v.z + l0, L, t.nc, len, buf.z.data());
+      std::fill(buf.du.begin(), buf.du.end(), acc_t(0));
+      std::fill(buf.ddt.begin(), buf.ddt.end(), acc_t(0));
+      for (int64_t l = 0; l < len; ++l) {
+        for (int64_t c = 0; c < t.nc; ++c) {
+          const int64_t e = l * kLanes + c;
+          acc_t g = buf.dout[e];
+          const acc_t uu = buf.u[e];
+          if (v.z) {
+            const acc_t zz = buf.z[e], sg = sigmoid(zz);
+            const acc_t pre_gate = buf.y[e] + (D ? D[c] * uu : acc_t(0));
+            buf.dz[e] = g * pre_gate * sg * (acc_t(1) + zz * (acc_t(1) - sg));
+            g *= zz * sg;
+          }
+          buf.dout[e] = g;  // now dy
+          if (D) {
+            dD[c] += g * uu;
+            buf.du[e] = g * D[c];
+          }
+        }
+      }
+      for (int64_t l = len - 1; l >= 0; --l) {
+        const int64_t gl = l0 + l;
+        if (q.end_of[gl] >= 0) {  // the gradient of the sequence's last state
+          const int64_t gs = v.global_seq(q.end_of[gl]);
+          if (dlast_p) load_lanes(dlast_p + (gs * s.dim + t.c0) * N, N, t.nc, buf.h.data());
+          else std::fill(buf.h.begin(), buf.h.end(), acc_t(0));
+        }
+        run_step_back(s, N, buf.dt.data() + l * kLanes, buf.u.data() + l * kLanes, buf.A.data(),
+                      v.B_at(buf, gl), v.C_at(buf, gl), buf.xs.data() + 2 * l * S,
+                      buf.xs.data() + (2 * l + 1) * S, buf.dout.data() + l * kLanes, buf.h.data(),
+                      buf.ddt.data() + l * kLanes, buf.du.data() + l * kLanes, buf.dA.data(),
+                      s.var_B ? dB + gl * N : buf.dB.data(), s.var_C ? dC + gl * N : buf.dC.data());
+        if (q.start_of[gl] >= 0) {  // h is now the gradient of the sequence's initial state
+          const int64_t gs = v.global_seq(q.start_of[gl]);
+          store_lanes(buf.h.data(), N, t.nc, dinit_p + (gs * s.dim + t.c0) * N);
+        }
+      }
+      // ddelta from ddt through softplus; delta_bias's gradient is its sum
+      for (int64_t l = 0; l < len; ++l) {
+        for (int64_t c = 0; c < t.nc; ++c) {
+          const int64_t e = l * kLanes + c;
+          const acc_t p = buf.pre[e];
+          const acc_t g = s.softplus && p <= acc_t(20) ? buf.ddt[e] * sigmoid(p) : buf.ddt[e];
+          buf.ddt[e] = g;
+          dbias[c] += g;
+        }
+      }
+      const int64_t row = (t.b * s.dim + t.c0) * L + l0;
+      store_tile(buf.du.data(), t.nc, len, du_p + row, L);
+      store_tile(buf.ddt.data(), t.nc, len, ddelta_p + row, L);
+      if (dz_p) store_tile(buf.dz.data(), t.nc, len, dz_p + row, L);
+    }
+    store_lanes(buf.dA.data(), N, t.nc, dA_p + (t.b * s.dim + t.c0) * N);
+    if (!s.var_B) store_lanes(buf.dB.data(), N, t.nc, dB_p + (t.b * s.dim + t.c0) * N);
+    if (!s.var_C) store_lanes(buf.dC.data(), N, t.nc, dC_p + (t.b * s.dim + t.c0) * N);
+    for (int64_t c = 0; c < t.nc; ++c) {
+      dD_p[t.b * s.dim + t.c0 + c] = dD[c];
+      dbias_p[t.b * s.dim + t.c0 + c] = dbias[c];
+    }
+  });
+  empty_sequences(s, q, dlast, dinit);
+}
+
+// sum over the leading dimension, in order (a fixed order whatever the thread count).
+at::Tensor sum_leading(const at::Tensor& part) {
+  at::Tensor out = part[0].clone();
+  for (int64_t i = 1; i < part.size(0); ++i) out.add_(part[i]);
+  return out;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_forward_cpu(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+    const std::optional<at::Tensor>& initial_state, const std::optional<at::Tensor>& cu_seqlens) {
+  const Scan s = prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                              cu_seqlens);
+  const auto acc = s.A.options();
+  at::Tensor out = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor last = at::empty({s.nseq, s.dim, s.dstate}, acc);
+  at::Tensor ckpt = at::empty({s.batch, s.dim, s.chunks(), s.dstate}, acc);
+  KZ_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward",
+                             [&] { forward_cpu<scalar_t>(s, out, last, ckpt); });
+  return {out, last, ckpt};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor>
+selective_scan_backward_cpu(const at::Tensor& dout, const std::optional<at::Tensor>& dlast_state,
+                            const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                            const at::Tensor& B, const at::Tensor& C,
+                            const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+                            const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+                            const std::optional<at::Tensor>& initial_state,
+                            const std::optional<at::Tensor>& cu_seqlens,
+                            const at::Tensor& checkpoints) {
+  const Scan s = prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                              cu_seqlens);
+  const auto acc = s.A.options();
+  TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type(),
+              "selective_scan backward: dout must have u's shape and dtype");
+  TORCH_CHECK(checkpoints.sizes() == at::IntArrayRef({s.batch, s.dim, s.chunks(), s.dstate}) &&
+                  checkpoints.scalar_type() == s.A.scalar_type(),
+              "selective_scan backward: checkpoints do not match the problem (pass the forward's)");
+  at::Tensor dlast;
+  if (dlast_state.has_value() && dlast_state->defined()) {
+    TORCH_CHECK(dlast_state->sizes() == at::IntArrayRef({s.nseq, s.dim, s.dstate}),
+                "selective_scan backward: dlast_state must have shape (", s.nseq, ", ", s.dim,
+                ", ", s.dstate, "), but got ", dlast_state->sizes());
+    dlast = dlast_state->to(s.A.scalar_type()).contiguous();
+  }
+  const at::Tensor g = dout.contiguous(), ck = checkpoints.contiguous();
+  at::Tensor du = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor ddelta = at::empty_like(du);
+  at::Tensor dz = z.has_value() ? at::empty_like(du) : at::Tensor();
+  at::Tensor dinit = at::empty({s.nseq, s.dim, s.dstate}, acc);
+  at::Tensor dA_part = at::empty({s.batch, s.dim, s.dstate}, acc);
+  at::Tensor dD_part = at::empty({s.batch, s.dim}, acc);
+  at::Tensor dbias_part = at::empty({s.batch, s.dim}, acc);
+  const int64_t bpg = blocks_per_group(s);
+  auto bc_part = [&](bool var) {
+    return var ? at::zeros({s.batch, s.groups, bpg, s.seqlen, s.dstate}, acc)
+               : at::empty({s.batch, s.dim, s.dstate}, acc);
+  };
+  at::Tensor dB_part = bc_part(s.var_B), dC_part = bc_part(s.var_C);
+  KZ_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
+    backward_cpu<scalar_t>(s, g, dlast, ck, du, ddelta, dz, dinit, dA_part, dD_part, dbias_part,
+                           dB_part, dC_part);
+  });
+  // Gradients in the layouts and dtypes of their inputs.
+  auto bc_grad = [&](const at::Tensor& part, bool var, bool ungrouped, const at::Tensor& like) {
+    at::Tensor r;
+    if (var) {
+      // (batch, groups, blocks, L, N) summed over the blocks -> (batch, groups, N, L)
+      r = sum_leading(part.permute({2, 0, 1, 3, 4})).transpose(-1, -2);
+      if (ungrouped) r = r.squeeze(1);
+    } else {
+      r = sum_leading(part);
+    }
+    return r.to(like.scalar_type()).contiguous();
+  };
+  const at::Tensor empty = at::empty({0}, u.options());
+  return {du,
+          ddelta,
+          sum_leading(dA_part).to(A.scalar_type()),
+          bc_grad(dB_part, s.var_B, s.B_ungrouped, B),
+          bc_grad(dC_part, s.var_C, s.C_ungrouped, C),
+          D.has_value() ? sum_leading(dD_part).to(D->scalar_type()) : empty,
+          z.has_value() ? dz : empty,
+          delta_bias.has_value() ? sum_leading(dbias_part).to(delta_bias->scalar_type()) : empty,
+          initial_state.has_value() ? dinit.to(initial_state->scalar_type()) : empty};
+}
+
+namespace {
+
+template <typename scalar_t, typename state_t>
+void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
+  using acc_t = acc_type_t<scalar_t>;
+  const int64_t batch = su.state.size(0), H = su.state.size(1), P = su.state.size(2),
+                N = su.state.size(3), G = su.B.size(1);
+  const int64_t ss0 = su.state.stride(0), ss1 = su.state.stride(1), ss2 = su.state.stride(2);
+  state_t* st = su.state.mutable_data_ptr<state_t>();
+  const scalar_t *x = su.x.const_data_ptr<scalar_t>(), *dt = su.dt.const_data_ptr<scalar_t>();
+  const scalar_t* z = su.z.defined() ? su.z.const_data_ptr<scalar_t>() : nullptr;
+  const acc_t *A = su.A.const_data_ptr<acc_t>(), *B = su.B.const_data_ptr<acc_t>(),
+              *C = su.C.const_data_ptr<acc_t>();
+  const acc_t* D = su.D.defined() ? su.D.const_data_ptr<acc_t>() : nullptr;
+  const acc_t* bias = su.dt_bias.defined() ? su.dt_bias.const_data_ptr<acc_t>() : nullptr;
+  scalar_t* o = out.mutable_data_ptr<scalar_t>();
+  for_each_task<int>(batch * H, batch * H * P * N * 4, [&](int64_t task, int&) {
+    const int64_t b = task / H, h = task % H, g = h / (H / G);
+    const acc_t* Bb = B + (b * G + g) * N;
+    const acc_t* Cb = C + (b * G + g) * N;
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t e = (b * H + h) * P + p, hp = h * P + p;
+      acc_t d = static_cast<acc_t>(dt[e]) + (bias ? bias[hp] : acc_t(0));
+      if (su.softplus) d = softplus(d);
+      const acc_t xv = static_cast<acc_t>(x[e]);
+      state_t* row = st + b * ss0 + h * ss1 + p * ss2;
+      const acc_t* Ar = A + hp * N;
+      acc_t y = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const acc_t v = static_cast<acc_t>(row[n]) * std::exp(d * Ar[n]) + d * Bb[n] * xv;
+        row[n] = static_cast<state_t>(v);
+        y += static_cast<acc_t>(row[n]) * Cb[n];
+      }
+      if (D) y += xv * D[hp];
+      if (z) {
+        const acc_t zv = static_cast<acc_t>(z[e]);
+        y *= zv * sigmoid(zv);
+      }
+      o[e] = static_cast<scalar_t>(y);
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor selective_state_update_cpu(const at::Tensor& state, const at::Tensor& x,
+                                      const at::Tensor& dt, const at::Tensor& A,
+                                      const at::Tensor& B, const at::Tensor& C,
+                                      const std::optional<at::Tensor>& D,
+                                      const std::optional<at::Tensor>& z,
+                                      const std::optional<at::Tensor>& dt_bias, bool dt_softplus) {
+  const StateUpdate su = prepare_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus);
+  at::Tensor out = at::empty(su.x.sizes(), su.x.options());
+  KZ_DISPATCH_FLOATING_TYPES(x.scalar_type(), "selective_state_update", [&] {
+    using x_t = scalar_t;
+    KZ_DISPATCH_FLOATING_TYPES(state.scalar_type(), "selective_state_update", [&] {
+      state_update_cpu<x_t, scalar_t>(su, out);
+    });
+  });
+  return su.heads ? out : out.squeeze(1);
+}
+
+}  // namespace selective_scan_detail
+}  // namespace kernelzoo
+
+TORCH_LIBRARY_IMPL(kernelzoo, CPU, m) {
+  m.impl("selective_scan_forward", &kernelzoo::selective_scan_detail::selective_scan_forward_cpu);
+  m.impl("_selective_scan_backward", &kernelzoo::selective_scan_detail::selective_scan_backward_cpu);
+  m.impl("selective_state_update", &kernelzoo::selective_scan_detail::selective_state_update_cpu);
+}
