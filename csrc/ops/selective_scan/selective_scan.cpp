@@ -8,6 +8,7 @@
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
+#include <numeric>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -67,28 +68,29 @@ void check_device(const at::Tensor& t, const at::Tensor& u, const char* name) {
               "), but is on ", t.device());
 }
 
-// A, D, delta_bias, initial_state: float32 (or float64 with float64 u).
+// A, a constant B/C, D, delta_bias, initial_state: the weight dtype, float32
+// (float64 when u is float64), as mamba_ssm's kernel.
 at::Tensor parameter(const at::Tensor& t, const at::Tensor& u, const char* name,
                      at::ScalarType acc) {
   check_device(t, u, name);
-  TORCH_CHECK(t.scalar_type() == at::kFloat || (t.scalar_type() == at::kDouble && acc == at::kDouble),
-              kWho, name, " must be float32", acc == at::kDouble ? " or float64" : "",
+  TORCH_CHECK(t.scalar_type() == acc, kWho, name, " must be ", dtype_name(acc),
+              acc == at::kDouble ? " (u is float64)" : " (float64 only with float64 u)",
               ", but got ", dtype_name(t.scalar_type()));
-  return t.to(acc).contiguous();
+  return t.contiguous();
 }
 
-// B or C: constant (dim, dstate), variable (batch, dstate, seqlen) or grouped
-// (batch, groups, dstate, seqlen). Returns the groups (0 when constant).
-int64_t check_BC(const at::Tensor& t, const at::Tensor& u, int64_t dstate, const char* name) {
+// B or C: constant (dim, dstate) in the weight dtype, variable (batch, dstate,
+// seqlen) or grouped (batch, groups, dstate, seqlen) in u's dtype. Returns the
+// groups (0 when constant).
+int64_t check_BC(const at::Tensor& t, const at::Tensor& u, int64_t dstate, const char* name,
+                 at::ScalarType acc) {
   check_device(t, u, name);
-  TORCH_CHECK(!t.is_complex(), kWho, "complex ", name, " is not supported");
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == u.scalar_type(), kWho, name,
-              " must be float32 or u's dtype (", dtype_name(u.scalar_type()), "), but got ",
-              dtype_name(t.scalar_type()));
+  TORCH_CHECK_NOT_IMPLEMENTED(!t.is_complex(), kWho, "complex ", name, " is not supported");
   const int64_t batch = u.size(0), dim = u.size(1), seqlen = u.size(2);
   if (t.dim() == 2) {
     TORCH_CHECK(t.size(0) == dim && t.size(1) == dstate, kWho, "a constant ", name,
                 " must have shape (dim, dstate) = (", dim, ", ", dstate, "), but got ", t.sizes());
+    parameter(t, u, name, acc);
     return 0;
   }
   TORCH_CHECK(t.dim() == 3 || t.dim() == 4, kWho, name, " must be (dim, dstate), (batch, dstate, "
@@ -100,6 +102,8 @@ int64_t check_BC(const at::Tensor& t, const at::Tensor& u, int64_t dstate, const
               seqlen, "), but got ", t.sizes());
   TORCH_CHECK(groups > 0 && dim % groups == 0, kWho, "the number of groups of ", name, " (", groups,
               ") must divide dim (", dim, ")");
+  TORCH_CHECK(t.scalar_type() == u.scalar_type(), kWho, "a variable ", name, " must have u's dtype (",
+              dtype_name(u.scalar_type()), "), but got ", dtype_name(t.scalar_type()));
   return groups;
 }
 
@@ -125,8 +129,8 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   TORCH_CHECK(delta.scalar_type() == u.scalar_type(), kWho, "delta must have u's dtype (",
               dtype_name(u.scalar_type()), "), but got ", dtype_name(delta.scalar_type()));
   check_device(delta, u, "delta");
-  TORCH_CHECK(!A.is_complex(), kWho, "complex A is not supported (only real A: Mamba's "
-              "A = -exp(A_log))");
+  TORCH_CHECK_NOT_IMPLEMENTED(!A.is_complex(), kWho, "complex A is not supported (only real "
+                              "A: Mamba's A = -exp(A_log))");
   TORCH_CHECK(A.dim() == 2 && A.size(0) == u.size(1), kWho, "A must have shape (dim, dstate) "
               "with dim = ", u.size(1), ", but got ", A.sizes());
   const at::ScalarType acc = u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -138,12 +142,12 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   s.dstate = A.size(1);
   s.softplus = delta_softplus;
   s.A = parameter(A, u, "A", acc);
-  const int64_t gB = check_BC(B, u, s.dstate, "B"), gC = check_BC(C, u, s.dstate, "C");
-  TORCH_CHECK(gB == 0 || gC == 0 || gB == gC, kWho, "B and C must have the same number of "
-              "groups, but got ", gB, " and ", gC);
+  const int64_t gB = check_BC(B, u, s.dstate, "B", acc), gC = check_BC(C, u, s.dstate, "C", acc);
   s.var_B = gB > 0;
   s.var_C = gC > 0;
-  s.groups = std::max<int64_t>(std::max(gB, gC), 1);
+  s.groups_B = std::max<int64_t>(gB, 1);
+  s.groups_C = std::max<int64_t>(gC, 1);
+  s.groups = std::lcm(s.groups_B, s.groups_C);
   s.B_ungrouped = B.dim() == 3;
   s.C_ungrouped = C.dim() == 3;
   s.B = s.var_B ? transposed_BC(B, acc) : B.to(acc).contiguous();
@@ -203,67 +207,75 @@ StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x,
                                  const std::optional<at::Tensor>& z,
                                  const std::optional<at::Tensor>& dt_bias, bool dt_softplus) {
   constexpr const char* who = "selective_state_update: ";
-  TORCH_CHECK(state.dim() == 3 || state.dim() == 4, who, "state must be (batch, dim, dstate) or "
-              "(batch, nheads, headdim, dstate), but got shape ", state.sizes());
-  TORCH_CHECK(float_dtype(state.scalar_type()) && float_dtype(x.scalar_type()), who,
-              "state and x must be floating point, but got ", dtype_name(state.scalar_type()),
-              " and ", dtype_name(x.scalar_type()));
+  TORCH_CHECK(state.dim() == 3 || state.dim() == 4, who, "expected state of shape (batch, dim, "
+              "dstate) or (batch, nheads, headdim, dstate), but got shape ", state.sizes());
+  std::vector<std::pair<const at::Tensor*, const char*>> all = {
+      {&state, "state"}, {&x, "x"}, {&dt, "dt"}, {&A, "A"}, {&B, "B"}, {&C, "C"}};
+  if (D.has_value()) all.emplace_back(&*D, "D");
+  if (z.has_value()) all.emplace_back(&*z, "z");
+  if (dt_bias.has_value()) all.emplace_back(&*dt_bias, "dt_bias");
+  bool any_double = false;
+  for (const auto& [t, name] : all) {
+    TORCH_CHECK_NOT_IMPLEMENTED(!t->is_complex(), who, "complex ", name, " is not supported");
+    TORCH_CHECK(float_dtype(t->scalar_type()), who, "expected ", name, " of a floating-point "
+                "dtype, but got ", dtype_name(t->scalar_type()));
+    check_device(*t, state, name);
+    any_double |= t->scalar_type() == at::kDouble;
+  }
+  TORCH_CHECK(dt.scalar_type() == x.scalar_type() &&
+                  (!z.has_value() || z->scalar_type() == x.scalar_type()),
+              who, "x, dt and z must have the same dtype");
+  TORCH_CHECK(B.scalar_type() == C.scalar_type(), who, "B and C must have the same dtype");
+  // Flat arguments are the heads form with nheads 1, as in mamba_ssm.
+  auto up = [](const at::Tensor& t, int64_t rank, int64_t at_dim) {
+    return t.dim() == rank - 1 ? t.unsqueeze(at_dim) : t;
+  };
   StateUpdate s;
   s.heads = state.dim() == 4;
   s.softplus = dt_softplus;
-  const int64_t batch = state.size(0), nheads = s.heads ? state.size(1) : 1,
-                hdim = state.size(-2), dstate = state.size(-1);
-  const std::vector<int64_t> xs = s.heads ? std::vector<int64_t>{batch, nheads, hdim}
-                                          : std::vector<int64_t>{batch, hdim};
-  const std::vector<int64_t> ps = s.heads ? std::vector<int64_t>{nheads, hdim}
-                                          : std::vector<int64_t>{hdim};
-  auto shape_str = [](const std::vector<int64_t>& v) { return c10::IntArrayRef(v); };
-  const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  for (const auto& [t, name] : {std::pair{&x, "x"}, std::pair{&dt, "dt"}}) {
-    TORCH_CHECK(t->sizes() == c10::IntArrayRef(xs), who, name, " must have shape ",
-                shape_str(xs), ", but got ", t->sizes());
-    check_device(*t, state, name);
-  }
-  TORCH_CHECK(dt.scalar_type() == x.scalar_type(), who, "dt must have x's dtype (",
-              dtype_name(x.scalar_type()), "), but got ", dtype_name(dt.scalar_type()));
-  auto head_form = [&](const at::Tensor& t) { return s.heads ? t : t.unsqueeze(1); };
-  s.state = head_form(state);
-  TORCH_CHECK(state.stride(-1) == 1 || dstate <= 1, who, "state's last dimension must be "
+  s.state = up(state, 4, 1);
+  const int64_t batch = s.state.size(0), nheads = s.state.size(1), hdim = s.state.size(2),
+                dstate = s.state.size(3);
+  TORCH_CHECK(s.state.stride(-1) == 1 || dstate <= 1, who, "state's last dimension must be "
               "contiguous (it is updated in place)");
-  s.x = head_form(x).contiguous();
-  s.dt = head_form(dt).contiguous();
-  TORCH_CHECK(!A.is_complex(), who, "complex A is not supported");
-  std::vector<int64_t> as = ps;
-  as.push_back(dstate);
-  TORCH_CHECK(A.sizes() == c10::IntArrayRef(as), who, "A must have shape ", shape_str(as),
-              ", but got ", A.sizes());
-  s.A = (s.heads ? parameter(A, state, "A", acc) : parameter(A, state, "A", acc).unsqueeze(0))
-            .contiguous();
-  for (const auto& [t, out, name] : {std::tuple{&B, &s.B, "B"}, std::tuple{&C, &s.C, "C"}}) {
-    TORCH_CHECK((t->dim() == 2 && t->size(0) == batch && t->size(1) == dstate) ||
-                    (t->dim() == 3 && t->size(0) == batch && t->size(2) == dstate &&
-                     t->size(1) > 0 && nheads % t->size(1) == 0),
-                who, name, " must have shape (batch, dstate) = (", batch, ", ", dstate,
-                ") or (batch, groups, dstate) with groups dividing nheads (", nheads,
-                "), but got ", t->sizes());
-    check_device(*t, state, name);
-    TORCH_CHECK(float_dtype(t->scalar_type()), who, name, " must be floating point");
-    *out = (t->dim() == 2 ? t->unsqueeze(1) : *t).to(acc).contiguous();
+  const at::ScalarType acc = any_double ? at::kDouble : at::kFloat;
+  // x, dt, z keep their dtype (float64 when anything is): the kernel reads them as they are.
+  const at::ScalarType xt = any_double ? at::kDouble : x.scalar_type();
+  auto expect = [&](const at::Tensor& t, const char* name, c10::IntArrayRef want) {
+    TORCH_CHECK(t.sizes() == want, who, "expected ", name, " of shape ", want,
+                " (from state's shape ", state.sizes(), "), but got ", t.sizes());
+  };
+  s.x = up(x, 3, 1);
+  s.dt = up(dt, 3, 1);
+  expect(s.x, "x", {batch, nheads, hdim});
+  expect(s.dt, "dt", {batch, nheads, hdim});
+  s.x = s.x.to(xt).contiguous();
+  s.dt = s.dt.to(xt).contiguous();
+  if (z.has_value()) {
+    s.z = up(*z, 3, 1);
+    expect(s.z, "z", {batch, nheads, hdim});
+    s.z = s.z.to(xt).contiguous();
   }
+  s.A = up(A, 3, 0);
+  expect(s.A, "A", {nheads, hdim, dstate});
+  s.A = s.A.to(acc).contiguous();
+  s.B = up(B, 3, 1);
+  s.C = up(C, 3, 1);
+  TORCH_CHECK(s.B.dim() == 3 && s.B.size(0) == batch && s.B.size(2) == dstate && s.B.size(1) > 0 &&
+                  nheads % s.B.size(1) == 0,
+              who, "expected B of shape (batch, dstate) or (batch, ngroups, dstate) with batch = ",
+              batch, ", dstate = ", dstate, " and ngroups dividing nheads (", nheads,
+              "), but got ", B.sizes());
+  TORCH_CHECK(s.C.sizes() == s.B.sizes(), who, "C must have B's shape ", s.B.sizes(),
+              ", but got ", C.sizes());
+  s.B = s.B.to(acc).contiguous();
+  s.C = s.C.to(acc).contiguous();
   for (const auto& [t, out, name] :
        {std::tuple{&D, &s.D, "D"}, std::tuple{&dt_bias, &s.dt_bias, "dt_bias"}}) {
     if (!t->has_value()) continue;
-    TORCH_CHECK((*t)->sizes() == c10::IntArrayRef(ps), who, name, " must have shape ",
-                shape_str(ps), ", but got ", (*t)->sizes());
-    const at::Tensor v = parameter(**t, state, name, acc);
-    *out = (s.heads ? v : v.unsqueeze(0)).contiguous();
-  }
-  if (z.has_value()) {
-    TORCH_CHECK(z->sizes() == c10::IntArrayRef(xs), who, "z must have shape ", shape_str(xs),
-                ", but got ", z->sizes());
-    TORCH_CHECK(z->scalar_type() == x.scalar_type(), who, "z must have x's dtype");
-    check_device(*z, state, "z");
-    s.z = head_form(*z).contiguous();
+    *out = up(**t, 2, 0);
+    expect(*out, name, {nheads, hdim});
+    *out = out->to(acc).contiguous();
   }
   return s;
 }

@@ -20,12 +20,13 @@ struct Scan {
   at::Tensor u, delta, z;
   // Everything else in the accumulation dtype (float32; float64 for float64 u),
   // contiguous: A (dim, dstate); B and C (dim, dstate) when constant, else
-  // transposed to (batch, groups, seqlen, dstate); D, delta_bias (dim) or
+  // transposed to (batch, groups_B|C, seqlen, dstate); D, delta_bias (dim) or
   // undefined; initial_state (nseq, dim, dstate) or undefined.
   at::Tensor A, B, C, D, delta_bias, initial_state;
   at::Tensor cu_seqlens;  // int32 (nseq + 1) or undefined
   int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0;
-  int64_t groups = 1;     // channel groups of the variable B/C (1 when both are constant)
+  int64_t groups_B = 1, groups_C = 1;  // channel groups of B and C (1 when constant)
+  int64_t groups = 1;     // lcm(groups_B, groups_C): no task block straddles a group of either
   int64_t nseq = 0;       // sequences: batch, or cu_seqlens' count
   bool var_B = false, var_C = false, softplus = false;
   // The input layouts of B and C, for the gradients: true when variable

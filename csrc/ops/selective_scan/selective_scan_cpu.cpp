@@ -268,8 +268,9 @@ struct TaskView {
     u = s.u.const_data_ptr<scalar_t>() + row;
     delta = s.delta.const_data_ptr<scalar_t>() + row;
     z = s.z.defined() ? s.z.const_data_ptr<scalar_t>() + row : nullptr;
-    Bvar = s.var_B ? s.B.const_data_ptr<acc_t>() + (t.b * s.groups + t.g) * L * N : nullptr;
-    Cvar = s.var_C ? s.C.const_data_ptr<acc_t>() + (t.b * s.groups + t.g) * L * N : nullptr;
+    const int64_t gB = t.c0 / (s.dim / s.groups_B), gC = t.c0 / (s.dim / s.groups_C);
+    Bvar = s.var_B ? s.B.const_data_ptr<acc_t>() + (t.b * s.groups_B + gB) * L * N : nullptr;
+    Cvar = s.var_C ? s.C.const_data_ptr<acc_t>() + (t.b * s.groups_C + gC) * L * N : nullptr;
   }
 
   // The chunk's u and dt tiles (dt after delta_bias and softplus; pre before
@@ -625,11 +626,14 @@ selective_scan_backward_cpu(const at::Tensor& dout, const std::optional<at::Tens
                            dB_part, dC_part);
   });
   // Gradients in the layouts and dtypes of their inputs.
-  auto bc_grad = [&](const at::Tensor& part, bool var, bool ungrouped, const at::Tensor& like) {
+  auto bc_grad = [&](const at::Tensor& part, bool var, bool ungrouped, int64_t groups,
+                     const at::Tensor& like) {
     at::Tensor r;
     if (var) {
-      // (batch, groups, blocks, L, N) summed over the blocks -> (batch, groups, N, L)
-      r = sum_leading(part.permute({2, 0, 1, 3, 4})).transpose(-1, -2);
+      // (batch, task groups, blocks, L, N) summed over the task groups inside
+      // each of B's (or C's) groups and over the blocks -> (batch, groups, N, L)
+      r = part.reshape({s.batch, groups, s.groups / groups * bpg, s.seqlen, s.dstate});
+      r = sum_leading(r.permute({2, 0, 1, 3, 4})).transpose(-1, -2);
       if (ungrouped) r = r.squeeze(1);
     } else {
       r = sum_leading(part);
@@ -640,8 +644,8 @@ selective_scan_backward_cpu(const at::Tensor& dout, const std::optional<at::Tens
   return {du,
           ddelta,
           sum_leading(dA_part).to(A.scalar_type()),
-          bc_grad(dB_part, s.var_B, s.B_ungrouped, B),
-          bc_grad(dC_part, s.var_C, s.C_ungrouped, C),
+          bc_grad(dB_part, s.var_B, s.B_ungrouped, s.groups_B, B),
+          bc_grad(dC_part, s.var_C, s.C_ungrouped, s.groups_C, C),
           D.has_value() ? sum_leading(dD_part).to(D->scalar_type()) : empty,
           z.has_value() ? dz : empty,
           delta_bias.has_value() ? sum_leading(dbias_part).to(delta_bias->scalar_type()) : empty,
@@ -679,7 +683,7 @@ void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
       for (int64_t n = 0; n < N; ++n) {
         const acc_t v = static_cast<acc_t>(row[n]) * std::exp(d * Ar[n]) + d * Bb[n] * xv;
         row[n] = static_cast<state_t>(v);
-        y += static_cast<acc_t>(row[n]) * Cb[n];
+        y += v * Cb[n];  // from the new state before its rounding, as mamba_ssm's kernel
       }
       if (D) y += xv * D[hp];
       if (z) {
@@ -701,12 +705,13 @@ at::Tensor selective_state_update_cpu(const at::Tensor& state, const at::Tensor&
                                       const std::optional<at::Tensor>& dt_bias, bool dt_softplus) {
   const StateUpdate su = prepare_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus);
   at::Tensor out = at::empty(su.x.sizes(), su.x.options());
-  KZ_DISPATCH_FLOATING_TYPES(x.scalar_type(), "selective_state_update", [&] {
+  KZ_DISPATCH_FLOATING_TYPES(su.x.scalar_type(), "selective_state_update", [&] {
     using x_t = scalar_t;
     KZ_DISPATCH_FLOATING_TYPES(state.scalar_type(), "selective_state_update", [&] {
       state_update_cpu<x_t, scalar_t>(su, out);
     });
   });
+  out = out.to(x.scalar_type());
   return su.heads ? out : out.squeeze(1);
 }
 

@@ -10,8 +10,10 @@ from .flash_attn import (flash_attn_func, flash_attn_kvpacked_func, flash_attn_q
 from .pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from .roi_align import roi_align
 from .roi_pool import roi_pool
+from .selective_scan import selective_scan_fn, selective_state_update
 
 __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_qkvpacked_func",
            "flash_attn_kvpacked_func", "flash_attn_varlen_qkvpacked_func",
            "flash_attn_varlen_kvpacked_func", "flash_attn_with_kvcache", "pixel_shuffle",
-           "pixel_unshuffle", "roi_align", "roi_pool"]
+           "pixel_unshuffle", "roi_align", "roi_pool", "selective_scan_fn",
+           "selective_state_update"]
