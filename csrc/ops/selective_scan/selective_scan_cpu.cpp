@@ -49,16 +49,19 @@ constexpr int kLanes = 16;  // channels per task, one per vector lane
 
 // --- one position of the recurrence, on kLanes channels ------------------------------------
 // Constant B/C: one value per (state, lane), `b + n * kLanes`; variable: one per
-// state, shared by the lanes, `b + n`.
+// state, shared by the lanes, `b + n`. Pointers are __restrict__ (no argument
+// overlaps another), which lets the compiler vectorize the lane loops.
+#define KZ_R __restrict__
 
 template <typename acc_t, bool VarB, bool VarC>
-KZ_ALWAYS_INLINE void step_impl(int64_t N, const acc_t* dt, const acc_t* u, const acc_t* A,
-                                const acc_t* B, const acc_t* C, acc_t* x, acc_t* y) {
+KZ_ALWAYS_INLINE void step_impl(int64_t N, const acc_t* KZ_R dt, const acc_t* KZ_R u,
+                                const acc_t* KZ_R A, const acc_t* KZ_R B, const acc_t* KZ_R C,
+                                acc_t* KZ_R x, acc_t* KZ_R y) {
   acc_t dtu[kLanes], acc[kLanes] = {};
   for (int c = 0; c < kLanes; ++c) dtu[c] = dt[c] * u[c];
   for (int64_t n = 0; n < N; ++n) {
-    acc_t* xn = x + n * kLanes;
-    const acc_t* An = A + n * kLanes;
+    acc_t* KZ_R xn = x + n * kLanes;
+    const acc_t* KZ_R An = A + n * kLanes;
     for (int c = 0; c < kLanes; ++c) {
       const acc_t b = VarB ? B[n] : B[n * kLanes + c];
       const acc_t cc = VarC ? C[n] : C[n * kLanes + c];
@@ -75,18 +78,20 @@ KZ_ALWAYS_INLINE void step_impl(int64_t N, const acc_t* dt, const acc_t* u, cons
 // (per state and lane), dB/dC (per state and lane when constant, per state
 // summed over the lanes when variable).
 template <typename acc_t, bool VarB, bool VarC>
-KZ_ALWAYS_INLINE void step_back_impl(int64_t N, const acc_t* dt, const acc_t* u, const acc_t* A,
-                                     const acc_t* B, const acc_t* C, const acc_t* xb,
-                                     const acc_t* xa, const acc_t* dy, acc_t* h, acc_t* ddt,
-                                     acc_t* du, acc_t* dA, acc_t* dB, acc_t* dC) {
+KZ_ALWAYS_INLINE void step_back_impl(int64_t N, const acc_t* KZ_R dt, const acc_t* KZ_R u,
+                                     const acc_t* KZ_R A, const acc_t* KZ_R B,
+                                     const acc_t* KZ_R C, const acc_t* KZ_R xb,
+                                     const acc_t* KZ_R xa, const acc_t* KZ_R dy, acc_t* KZ_R h,
+                                     acc_t* KZ_R ddt, acc_t* KZ_R du, acc_t* KZ_R dA,
+                                     acc_t* KZ_R dB, acc_t* KZ_R dC) {
   acc_t ddt_acc[kLanes] = {}, du_acc[kLanes] = {}, dtu[kLanes];
   for (int c = 0; c < kLanes; ++c) dtu[c] = dt[c] * u[c];
   for (int64_t n = 0; n < N; ++n) {
-    acc_t* hn = h + n * kLanes;
-    const acc_t* An = A + n * kLanes;
-    const acc_t* xbn = xb + n * kLanes;
-    const acc_t* xan = xa + n * kLanes;
-    acc_t* dAn = dA + n * kLanes;
+    acc_t* KZ_R hn = h + n * kLanes;
+    acc_t* KZ_R dAn = dA + n * kLanes;
+    const acc_t* KZ_R An = A + n * kLanes;
+    const acc_t* KZ_R xbn = xb + n * kLanes;
+    const acc_t* KZ_R xan = xa + n * kLanes;
     acc_t gB[kLanes], gC[kLanes];
     for (int c = 0; c < kLanes; ++c) {
       const acc_t b = VarB ? B[n] : B[n * kLanes + c];
@@ -124,17 +129,19 @@ KZ_ALWAYS_INLINE void step_back_impl(int64_t N, const acc_t* dt, const acc_t* u,
 
 // Non-template entry points, so that each is compiled for every KZ_CPU_CLONES
 // target (the templates above are inlined into them).
-#define KZ_SCAN_STEPS(T, VB, VC)                                                                \
-  KZ_CPU_CLONES void step(std::integral_constant<bool, VB>, std::integral_constant<bool, VC>,  \
-                          int64_t N, const T* dt, const T* u, const T* A, const T* B,          \
-                          const T* C, T* x, T* y) {                                             \
-    step_impl<T, VB, VC>(N, dt, u, A, B, C, x, y);                                              \
-  }                                                                                             \
-  KZ_CPU_CLONES void step_back(std::integral_constant<bool, VB>, std::integral_constant<bool, VC>, \
-                               int64_t N, const T* dt, const T* u, const T* A, const T* B,     \
-                               const T* C, const T* xb, const T* xa, const T* dy, T* h, T* ddt, \
-                               T* du, T* dA, T* dB, T* dC) {                                    \
-    step_back_impl<T, VB, VC>(N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);          \
+#define KZ_SCAN_STEPS(T, VB, VC)                                                               \
+  KZ_CPU_CLONES void step(std::integral_constant<bool, VB>, std::integral_constant<bool, VC>, \
+                          int64_t N, const T* KZ_R dt, const T* KZ_R u, const T* KZ_R A,      \
+                          const T* KZ_R B, const T* KZ_R C, T* KZ_R x, T* KZ_R y) {           \
+    step_impl<T, VB, VC>(N, dt, u, A, B, C, x, y);                                             \
+  }                                                                                            \
+  KZ_CPU_CLONES void step_back(std::integral_constant<bool, VB>,                               \
+                               std::integral_constant<bool, VC>, int64_t N, const T* KZ_R dt,  \
+                               const T* KZ_R u, const T* KZ_R A, const T* KZ_R B,              \
+                               const T* KZ_R C, const T* KZ_R xb, const T* KZ_R xa,            \
+                               const T* KZ_R dy, T* KZ_R h, T* KZ_R ddt, T* KZ_R du,           \
+                               T* KZ_R dA, T* KZ_R dB, T* KZ_R dC) {                           \
+    step_back_impl<T, VB, VC>(N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);         \
   }
 KZ_SCAN_STEPS(float, false, false)
 KZ_SCAN_STEPS(float, false, true)
@@ -146,17 +153,97 @@ KZ_SCAN_STEPS(double, true, false)
 KZ_SCAN_STEPS(double, true, true)
 #undef KZ_SCAN_STEPS
 
+// --- elementwise work over a (position, lane) tile of kChunk x kLanes values ----------------
+
+// dt = softplus(delta + bias) (or without softplus), pre = delta + bias.
+template <typename acc_t>
+KZ_ALWAYS_INLINE void delta_tile_impl(acc_t* KZ_R dt, acc_t* KZ_R pre, const acc_t* KZ_R bias,
+                                      bool softplus) {
+  for (int64_t l = 0; l < kChunk; ++l) {
+    for (int c = 0; c < kLanes; ++c) pre[l * kLanes + c] = dt[l * kLanes + c] + bias[c];
+  }
+  if (softplus) {
+    for (int64_t e = 0; e < kChunk * kLanes; ++e) dt[e] = softplus_lane(pre[e]);
+  } else {
+    for (int64_t e = 0; e < kChunk * kLanes; ++e) dt[e] = pre[e];
+  }
+}
+
+// out = (y + D u) * silu(z), in place of y (z null: no gate).
+template <typename acc_t>
+KZ_ALWAYS_INLINE void output_tile_impl(acc_t* KZ_R y, const acc_t* KZ_R u, const acc_t* KZ_R z,
+                                       const acc_t* KZ_R D) {
+  for (int64_t l = 0; l < kChunk; ++l) {
+    for (int c = 0; c < kLanes; ++c) y[l * kLanes + c] += D[c] * u[l * kLanes + c];
+  }
+  if (z) {
+    for (int64_t e = 0; e < kChunk * kLanes; ++e) y[e] *= z[e] * sigmoid_lane(z[e]);
+  }
+}
+
+// From dout (in place: becomes dy, the gradient of y): dz, du = dy D (du is
+// then completed by the scan), dD += dy u.
+template <typename acc_t>
+KZ_ALWAYS_INLINE void output_grad_tile_impl(acc_t* KZ_R g, const acc_t* KZ_R y,
+                                            const acc_t* KZ_R u, const acc_t* KZ_R z,
+                                            const acc_t* KZ_R D, acc_t* KZ_R dz, acc_t* KZ_R du,
+                                            acc_t* KZ_R dD) {
+  if (z) {
+    for (int64_t l = 0; l < kChunk; ++l) {
+      for (int c = 0; c < kLanes; ++c) {
+        const int64_t e = l * kLanes + c;
+        const acc_t sg = sigmoid_lane(z[e]);
+        dz[e] = g[e] * (y[e] + D[c] * u[e]) * sg * (acc_t(1) + z[e] * (acc_t(1) - sg));
+        g[e] *= z[e] * sg;
+      }
+    }
+  }
+  acc_t acc[kLanes] = {};
+  for (int64_t l = 0; l < kChunk; ++l) {
+    for (int c = 0; c < kLanes; ++c) {
+      du[l * kLanes + c] = g[l * kLanes + c] * D[c];
+      acc[c] += g[l * kLanes + c] * u[l * kLanes + c];
+    }
+  }
+  for (int c = 0; c < kLanes; ++c) dD[c] += acc[c];
+}
+
+// ddelta = ddt * softplus'(pre) in place; dbias += ddelta.
+template <typename acc_t>
+KZ_ALWAYS_INLINE void delta_grad_tile_impl(acc_t* KZ_R ddt, const acc_t* KZ_R pre, bool softplus,
+                                           acc_t* KZ_R dbias) {
+  if (softplus) {
+    for (int64_t e = 0; e < kChunk * kLanes; ++e) {
+      ddt[e] = pre[e] <= acc_t(20) ? ddt[e] * sigmoid_lane(pre[e]) : ddt[e];
+    }
+  }
+  acc_t acc[kLanes] = {};
+  for (int64_t l = 0; l < kChunk; ++l) {
+    for (int c = 0; c < kLanes; ++c) acc[c] += ddt[l * kLanes + c];
+  }
+  for (int c = 0; c < kLanes; ++c) dbias[c] += acc[c];
+}
+
+#define KZ_SCAN_TILES(T)                                                                      \
+  KZ_CPU_CLONES void delta_tile(T* dt, T* pre, const T* bias, bool softplus) {                \
+    delta_tile_impl(dt, pre, bias, softplus);                                                 \
+  }                                                                                           \
+  KZ_CPU_CLONES void output_tile(T* y, const T* u, const T* z, const T* D) {                  \
+    output_tile_impl(y, u, z, D);                                                             \
+  }                                                                                           \
+  KZ_CPU_CLONES void output_grad_tile(T* g, const T* y, const T* u, const T* z, const T* D,   \
+                                      T* dz, T* du, T* dD) {                                  \
+    output_grad_tile_impl(g, y, u, z, D, dz, du, dD);                                         \
+  }                                                                                           \
+  KZ_CPU_CLONES void delta_grad_tile(T* ddt, const T* pre, bool softplus, T* dbias) {         \
+    delta_grad_tile_impl(ddt, pre, softplus, dbias);                                          \
+  }
+KZ_SCAN_TILES(float)
+KZ_SCAN_TILES(double)
+#undef KZ_SCAN_TILES
+#undef KZ_R
+
 namespace {
-
-template <typename acc_t>
-acc_t softplus(acc_t v) {
-  return v <= acc_t(20) ? std::log1p(std::exp(v)) : v;  // torch's threshold, as mamba
-}
-
-template <typename acc_t>
-acc_t sigmoid(acc_t v) {
-  return acc_t(1) / (acc_t(1) + std::exp(-v));
-}
 
 // Sequences of one batch row: [start, end) each; one per row without
 // cu_seqlens. start_of / end_of map a position to the non-empty sequence that
@@ -249,6 +336,7 @@ void store_lanes(const acc_t* src, int64_t N, int64_t nc, acc_t* dst) {
 template <typename acc_t>
 struct Buffers {
   std::vector<acc_t> u, dt, pre, z, y, dout, x, A, B, C, xs, h, du, ddt, dz, dA, dB, dC, tmp;
+  std::vector<acc_t> Dl, bias, dD, dbias;  // per-lane vectors
 };
 
 // What a task reads, with its pointers resolved.
@@ -273,18 +361,21 @@ struct TaskView {
     Cvar = s.var_C ? s.C.const_data_ptr<acc_t>() + (t.b * s.groups_C + gC) * L * N : nullptr;
   }
 
-  // The chunk's u and dt tiles (dt after delta_bias and softplus; pre before
-  // softplus, when asked for).
-  void load_inputs(int64_t l0, int64_t len, Buffers<acc_t>& buf, bool want_pre) const {
+  // The chunk's u and dt tiles (dt after delta_bias and softplus; buf.pre
+  // before softplus). Lanes past nc hold u = 0: their state stays zero.
+  void load_inputs(int64_t l0, int64_t len, Buffers<acc_t>& buf) const {
     load_tile(u + l0, L, t.nc, len, buf.u.data());
     load_tile(delta + l0, L, t.nc, len, buf.dt.data());
-    const acc_t* bias = s.delta_bias.defined() ? s.delta_bias.const_data_ptr<acc_t>() + t.c0 : nullptr;
-    for (int64_t l = 0; l < len; ++l) {
-      for (int64_t c = 0; c < t.nc; ++c) {
-        acc_t v = buf.dt[l * kLanes + c] + (bias ? bias[c] : acc_t(0));
-        if (want_pre) buf.pre[l * kLanes + c] = v;
-        buf.dt[l * kLanes + c] = s.softplus ? softplus(v) : v;
-      }
+    delta_tile(buf.dt.data(), buf.pre.data(), buf.bias.data(), s.softplus);
+  }
+
+  // The block's per-channel vectors as lanes (zero past nc): D, delta_bias.
+  void load_vectors(Buffers<acc_t>& buf) const {
+    buf.Dl.assign(kLanes, acc_t(0));
+    buf.bias.assign(kLanes, acc_t(0));
+    for (int64_t c = 0; c < t.nc; ++c) {
+      if (s.D.defined()) buf.Dl[c] = s.D.const_data_ptr<acc_t>()[t.c0 + c];
+      if (s.delta_bias.defined()) buf.bias[c] = s.delta_bias.const_data_ptr<acc_t>()[t.c0 + c];
     }
   }
 
@@ -293,6 +384,7 @@ struct TaskView {
     load_lanes(s.A.const_data_ptr<acc_t>() + t.c0 * N, N, t.nc, buf.A.data());
     if (!s.var_B) load_lanes(s.B.const_data_ptr<acc_t>() + t.c0 * N, N, t.nc, buf.B.data());
     if (!s.var_C) load_lanes(s.C.const_data_ptr<acc_t>() + t.c0 * N, N, t.nc, buf.C.data());
+    load_vectors(buf);
   }
 
   const acc_t* B_at(const Buffers<acc_t>& buf, int64_t gl) const {
@@ -378,16 +470,8 @@ void size_buffers(Buffers<acc_t>& buf, int64_t N) {
 template <typename scalar_t, typename acc_t>
 void finish_output(const TaskView<scalar_t, acc_t>& v, int64_t l0, int64_t len,
                    Buffers<acc_t>& buf) {
-  const acc_t* D = v.s.D.defined() ? v.s.D.template const_data_ptr<acc_t>() + v.t.c0 : nullptr;
   if (v.z) load_tile(v.z + l0, v.L, v.t.nc, len, buf.z.data());
-  for (int64_t l = 0; l < len; ++l) {
-    for (int64_t c = 0; c < v.t.nc; ++c) {
-      const int64_t e = l * kLanes + c;
-      acc_t o = buf.y[e] + (D ? D[c] * buf.u[e] : acc_t(0));
-      if (v.z) o *= buf.z[e] * sigmoid(buf.z[e]);
-      buf.y[e] = o;
-    }
-  }
+  output_tile(buf.y.data(), buf.u.data(), v.z ? buf.z.data() : nullptr, buf.Dl.data());
 }
 
 // Sequences without positions: their last state is their initial state (or
@@ -425,7 +509,7 @@ void forward_cpu(const Scan& s, at::Tensor& out, at::Tensor& last, at::Tensor& c
     };
     for (int64_t k = 0; k < chunks; ++k) {
       const int64_t l0 = k * kChunk, len = std::min(kChunk, L - l0);
-      v.load_inputs(l0, len, buf, false);
+      v.load_inputs(l0, len, buf);
       if (q.start_of[l0] >= 0) v.reset(q.start_of[l0], buf.x.data());
       // the state entering chunk k, for every channel of the task
       for (int64_t c = 0; c < t.nc; ++c) {
@@ -477,12 +561,12 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
     if (!s.var_B) buf.dB.assign(S, acc_t(0));
     if (!s.var_C) buf.dC.assign(S, acc_t(0));
     v.load_parameters(buf);
-    const acc_t* D = s.D.defined() ? s.D.const_data_ptr<acc_t>() + t.c0 : nullptr;
-    acc_t dD[kLanes] = {}, dbias[kLanes] = {};
+    buf.dD.assign(kLanes, acc_t(0));
+    buf.dbias.assign(kLanes, acc_t(0));
     std::fill(buf.h.begin(), buf.h.end(), acc_t(0));
     for (int64_t k = chunks - 1; k >= 0; --k) {
       const int64_t l0 = k * kChunk, len = std::min(kChunk, L - l0);
-      v.load_inputs(l0, len, buf, true);
+      v.load_inputs(l0, len, buf);
       // recompute the chunk's states from its checkpoint
       for (int64_t c = 0; c < kLanes; ++c) {
         for (int64_t n = 0; n < N; ++n) {
@@ -494,26 +578,9 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
       // dy and dz from dout
       load_tile(dout_p + (t.b * s.dim + t.c0) * L + l0, L, t.nc, len, buf.dout.data());
       if (v.z) load_tile(v.z + l0, L, t.nc, len, buf.z.data());
-      std::fill(buf.du.begin(), buf.du.end(), acc_t(0));
       std::fill(buf.ddt.begin(), buf.ddt.end(), acc_t(0));
-      for (int64_t l = 0; l < len; ++l) {
-        for (int64_t c = 0; c < t.nc; ++c) {
-          const int64_t e = l * kLanes + c;
-          acc_t g = buf.dout[e];
-          const acc_t uu = buf.u[e];
-          if (v.z) {
-            const acc_t zz = buf.z[e], sg = sigmoid(zz);
-            const acc_t pre_gate = buf.y[e] + (D ? D[c] * uu : acc_t(0));
-            buf.dz[e] = g * pre_gate * sg * (acc_t(1) + zz * (acc_t(1) - sg));
-            g *= zz * sg;
-          }
-          buf.dout[e] = g;  // now dy
-          if (D) {
-            dD[c] += g * uu;
-            buf.du[e] = g * D[c];
-          }
-        }
-      }
+      output_grad_tile(buf.dout.data(), buf.y.data(), buf.u.data(), v.z ? buf.z.data() : nullptr,
+                       buf.Dl.data(), buf.dz.data(), buf.du.data(), buf.dD.data());
       for (int64_t l = len - 1; l >= 0; --l) {
         const int64_t gl = l0 + l;
         if (q.end_of[gl] >= 0) {  // the gradient of the sequence's last state
@@ -532,15 +599,7 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
         }
       }
       // ddelta from ddt through softplus; delta_bias's gradient is its sum
-      for (int64_t l = 0; l < len; ++l) {
-        for (int64_t c = 0; c < t.nc; ++c) {
-          const int64_t e = l * kLanes + c;
-          const acc_t p = buf.pre[e];
-          const acc_t g = s.softplus && p <= acc_t(20) ? buf.ddt[e] * sigmoid(p) : buf.ddt[e];
-          buf.ddt[e] = g;
-          dbias[c] += g;
-        }
-      }
+      delta_grad_tile(buf.ddt.data(), buf.pre.data(), s.softplus, buf.dbias.data());
       const int64_t row = (t.b * s.dim + t.c0) * L + l0;
       store_tile(buf.du.data(), t.nc, len, du_p + row, L);
       store_tile(buf.ddt.data(), t.nc, len, ddelta_p + row, L);
@@ -550,8 +609,8 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
     if (!s.var_B) store_lanes(buf.dB.data(), N, t.nc, dB_p + (t.b * s.dim + t.c0) * N);
     if (!s.var_C) store_lanes(buf.dC.data(), N, t.nc, dC_p + (t.b * s.dim + t.c0) * N);
     for (int64_t c = 0; c < t.nc; ++c) {
-      dD_p[t.b * s.dim + t.c0 + c] = dD[c];
-      dbias_p[t.b * s.dim + t.c0 + c] = dbias[c];
+      dD_p[t.b * s.dim + t.c0 + c] = buf.dD[c];
+      dbias_p[t.b * s.dim + t.c0 + c] = buf.dbias[c];
     }
   });
   empty_sequences(s, q, dlast, dinit);
@@ -559,6 +618,7 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
 
 // sum over the leading dimension, in order (a fixed order whatever the thread count).
 at::Tensor sum_leading(const at::Tensor& part) {
+  if (part.size(0) == 0) return at::zeros(part.sizes().slice(1), part.options());
   at::Tensor out = part[0].clone();
   for (int64_t i = 1; i < part.size(0); ++i) out.add_(part[i]);
   return out;
@@ -675,7 +735,7 @@ void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
     for (int64_t p = 0; p < P; ++p) {
       const int64_t e = (b * H + h) * P + p, hp = h * P + p;
       acc_t d = static_cast<acc_t>(dt[e]) + (bias ? bias[hp] : acc_t(0));
-      if (su.softplus) d = softplus(d);
+      if (su.softplus) d = softplus_lane(d);
       const acc_t xv = static_cast<acc_t>(x[e]);
       state_t* row = st + b * ss0 + h * ss1 + p * ss2;
       const acc_t* Ar = A + hp * N;
@@ -688,7 +748,7 @@ void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
       if (D) y += xv * D[hp];
       if (z) {
         const acc_t zv = static_cast<acc_t>(z[e]);
-        y *= zv * sigmoid(zv);
+        y *= zv * sigmoid_lane(zv);
       }
       o[e] = static_cast<scalar_t>(y);
     }

@@ -68,7 +68,7 @@ def _forward_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_s
     dstate = A.shape[1]
     nseq = cu_seqlens.shape[0] - 1 if cu_seqlens is not None else batch
     w = _weight_dtype(u)
-    out = u.new_empty(u.shape, memory_format=torch.contiguous_format)
+    out = u.new_empty(u.shape)
     last = u.new_empty((nseq, dim, dstate), dtype=w)
     chunks = (seqlen + _CHUNK - 1) // _CHUNK
     return out, last, u.new_empty((batch, dim, chunks, dstate), dtype=w)
@@ -89,7 +89,7 @@ def _backward_fake(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta
 def _state_update_fake(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     torch._check(state.dim() in (3, 4), lambda: "selective_state_update: expected state of shape "
                  "(batch, dim, dstate) or (batch, nheads, headdim, dstate)")
-    return x.new_empty(state.shape[:-1], memory_format=torch.contiguous_format)
+    return x.new_empty(state.shape[:-1])
 
 
 # --- autograd ---------------------------------------------------------------------------------
