@@ -85,7 +85,40 @@ def _flash_attn_kvcache_samples():
         torch.tensor([2, 0], dtype=torch.int32), 0.35, -1, 0, 0.0, None
 
 
+def _scan_args(init=False):
+    g = torch.Generator().manual_seed(0)
+    u, delta, z = (torch.randn(2, 6, 70, generator=g) for _ in range(3))
+    A = -torch.rand(6, 3, generator=g)
+    B, C = torch.randn(2, 2, 3, 70, generator=g), torch.randn(6, 3, generator=g)
+    D, bias = torch.randn(6, generator=g), torch.randn(6, generator=g)
+    h0 = torch.randn(2, 6, 3, generator=g) if init else None
+    return u, delta.abs(), A, B, C, D, z, bias, True, h0, None
+
+
+def _selective_scan_forward_samples():
+    yield tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in _scan_args(True))
+    u, delta, A, B, C, *_ = _scan_args()
+    cu = torch.tensor([0, 30, 70], dtype=torch.int32)
+    yield u[:1], delta[:1], A, B[:1, 0], C, None, None, None, False, None, cu
+
+
+def _selective_scan_backward_samples():
+    args = _scan_args(True)
+    out, last, ckpt = torch.ops.kernelzoo.selective_scan_forward(*args)
+    yield (torch.randn_like(out), torch.randn_like(last), *args[:10], args[10], ckpt)
+
+
+def _selective_state_update_samples():
+    g = torch.Generator().manual_seed(0)
+    yield (torch.randn(2, 6, 3, generator=g), torch.randn(2, 6, generator=g),
+           torch.rand(2, 6, generator=g), -torch.rand(6, 3, generator=g),
+           torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g), None, None, None, True)
+
+
 SAMPLES = {
+    "selective_scan_forward": _selective_scan_forward_samples,
+    "_selective_scan_backward": _selective_scan_backward_samples,
+    "selective_state_update": _selective_state_update_samples,
     "flash_attn_forward": _flash_attn_forward_samples,
     "_flash_attn_backward": _flash_attn_backward_samples,
     "flash_attn_kvcache": _flash_attn_kvcache_samples,

@@ -714,6 +714,30 @@ selective_scan_backward_cpu(const at::Tensor& dout, const std::optional<at::Tens
 
 namespace {
 
+// One row of the state: s = s * exp(dt A) + dt B x in place; returns sum s C.
+template <typename state_t, typename acc_t>
+KZ_ALWAYS_INLINE acc_t update_row_impl(state_t* __restrict__ row, const acc_t* __restrict__ A,
+                                       const acc_t* __restrict__ B, const acc_t* __restrict__ C,
+                                       acc_t dt, acc_t x, int64_t N) {
+  acc_t y = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const acc_t v = static_cast<acc_t>(row[n]) * exp_lane(dt * A[n]) + dt * B[n] * x;
+    row[n] = static_cast<state_t>(v);
+    y += v * C[n];
+  }
+  return y;
+}
+
+KZ_CPU_CLONES float update_row(float* row, const float* A, const float* B, const float* C,
+                               float dt, float x, int64_t N) {
+  return update_row_impl(row, A, B, C, dt, x, N);
+}
+template <typename state_t, typename acc_t>
+acc_t update_row(state_t* row, const acc_t* A, const acc_t* B, const acc_t* C, acc_t dt, acc_t x,
+                 int64_t N) {
+  return update_row_impl(row, A, B, C, dt, x, N);
+}
+
 template <typename scalar_t, typename state_t>
 void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
   using acc_t = acc_type_t<scalar_t>;
@@ -738,13 +762,8 @@ void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
       if (su.softplus) d = softplus_lane(d);
       const acc_t xv = static_cast<acc_t>(x[e]);
       state_t* row = st + b * ss0 + h * ss1 + p * ss2;
-      const acc_t* Ar = A + hp * N;
-      acc_t y = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        const acc_t v = static_cast<acc_t>(row[n]) * std::exp(d * Ar[n]) + d * Bb[n] * xv;
-        row[n] = static_cast<state_t>(v);
-        y += v * Cb[n];  // from the new state before its rounding, as mamba_ssm's kernel
-      }
+      // from the new state before its rounding, as mamba_ssm's kernel
+      acc_t y = update_row(row, A + hp * N, Bb, Cb, d, xv, N);
       if (D) y += xv * D[hp];
       if (z) {
         const acc_t zv = static_cast<acc_t>(z[e]);
