@@ -139,6 +139,29 @@ def test_non_contiguous_inputs():
                                                      causal=True))
 
 
+@pytest.mark.parametrize("varlen", [False, True])
+def test_gradients_of_views_of_one_packed_tensor(varlen):
+    """q, k and v as views of one fused QKV projection (row strides 3x a head
+    row): the gradients, written contiguous, equal the reference's (a bug
+    wrote dq with q's strides, past the end of the buffer)."""
+    if varlen:
+        cu = torch.tensor([0, 13, 20], dtype=torch.int32)
+        qkv_ = rand(20, 3, 4, 8, requires_grad=True)
+        parts = qkv_.unbind(1)
+        run = lambda f, q, k, v: f(q, k, v, cu, cu, 13, 13, causal=True)  # noqa: E731
+        fns = (ops.flash_attn_varlen_func, R.flash_attn_varlen_func)
+    else:
+        qkv_ = rand(2, 13, 3, 4, 8, requires_grad=True)
+        parts = qkv_.unbind(2)
+        run = lambda f, q, k, v: f(q, k, v, causal=True)  # noqa: E731
+        fns = (ops.flash_attn_func, R.flash_attn_func)
+    grads = []
+    for f in fns:
+        out = run(f, *parts)
+        grads.append(torch.autograd.grad(out, qkv_, torch.ones_like(out))[0])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 # --- dropout -----------------------------------------------------------------------------
 
 def test_dropout_mask_is_the_reference_mask_bit_for_bit():

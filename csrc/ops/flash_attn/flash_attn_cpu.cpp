@@ -646,18 +646,19 @@ void backward_cpu(const Backward& bw) {
   scalar_t* dq_out = bw.dq.mutable_data_ptr<scalar_t>();
   scalar_t* dk_out = bw.dk.mutable_data_ptr<scalar_t>();
   scalar_t* dv_out = bw.dv.mutable_data_ptr<scalar_t>();
-  // dk and dv are contiguous, shaped like k and v: the offset of (b, g, key j)
+  // dq, dk and dv are contiguous, shaped like q, k and v (whose strides may be
+  // anything: views of a packed tensor): the offset of (b, head, row j) in
+  // their own strides.
   auto grad_offset = [&](const at::Tensor& t, int64_t b, int64_t g, int64_t j) {
     const int64_t d = f.varlen ? 0 : 1;
     return (f.varlen ? 0 : b * t.stride(0)) + j * t.stride(d) + g * t.stride(d + 1);
   };
-  const int64_t dk_row = bw.dk.stride(f.varlen ? 0 : 1), dv_row = bw.dv.stride(f.varlen ? 0 : 1);
+  const int64_t dq_row = bw.dq.stride(f.varlen ? 0 : 1), dk_row = bw.dk.stride(f.varlen ? 0 : 1),
+                dv_row = bw.dv.stride(f.varlen ? 0 : 1);
   auto store_dq = [&](Buffers<acc_t>& buf, const Seq& s, int64_t b, int64_t h, int64_t i0,
                       int64_t rows) {
     for (int64_t e = 0; e < rows * D; ++e) buf.dq[e] *= scale;
-    store_tile(buf.dq.data(), rows, D,
-               dq_out + b * p.q_batch_stride + (s.q0 + i0) * p.q_row_stride + h * p.q_head_stride,
-               p.q_row_stride);
+    store_tile(buf.dq.data(), rows, D, dq_out + grad_offset(bw.dq, b, h, s.q0 + i0), dq_row);
   };
 
   // dV^T (Dv x cols) += dO^T (Dv x rows) P (rows x cols), P with dropout, and
