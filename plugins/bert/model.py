@@ -161,13 +161,21 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(h, h)
 
     def forward(self, x: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
-        # Three products, not one of the concatenated weights: q, k and v must
-        # be contiguous (the op's backward corrupts memory when they are views
-        # of one packed (total, 3, heads, head_dim) tensor; see the README).
         shape = (x.shape[0], self.num_heads, self.head_dim)
-        q = self.query(x).view(shape)
-        k = self.key(x).view(shape)
-        v = self.value(x).view(shape)
+        if torch.is_grad_enabled() and (x.requires_grad or self.query.weight.requires_grad):
+            # Three products: q, k and v must be contiguous for the backward
+            # (the op's backward corrupts memory when they are views of one
+            # packed (total, 3, heads, head_dim) tensor; see the README).
+            q = self.query(x).view(shape)
+            k = self.key(x).view(shape)
+            v = self.value(x).view(shape)
+        else:
+            # Inference: one product with the three weights side by side (one
+            # larger GEMM, one bias pass); the forward takes the strided views.
+            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+            b = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+            qkv = F.linear(x, w, b).view(x.shape[0], 3, self.num_heads, self.head_dim)
+            q, k, v = qkv.unbind(1)
         out = flash_attn_varlen_func(
             q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
             dropout_p=self.dropout_p if self.training else 0.0,
