@@ -46,6 +46,37 @@ ACTIVATIONS = {
 }
 
 
+#: oneDNN post-ops (torch.ops.mkldnn._linear_pointwise) for activations: (attr, algorithm).
+_POST_OPS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"),
+             "gelu_pytorch_tanh": ("gelu", "tanh"), "gelu_fast": ("gelu", "tanh"),
+             "relu": ("relu", "")}
+
+
+def _onednn_ok(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`_linear` may use oneDNN's fused linear: inference (no
+    autograd graph to record: the op has no derivative), eager mode, CPU,
+    float32 or bfloat16."""
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == weight.dtype
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _linear(x: Tensor, layer: nn.Linear, act: Optional[str] = None) -> Tensor:
+    """``act(layer(x))`` for 2-D ``x``. In CPU inference this is one oneDNN call with
+    the bias and the activation fused into the matrix product: about twice as fast
+    as ``addmm`` for BERT's shapes in float32 on this project's CPUs (measured;
+    same float32 arithmetic, another summation order). Elsewhere (autograd,
+    torch.compile, other devices) the plain ``F.linear``."""
+    post = _POST_OPS.get(act, ("none", "")) if act is not None else ("none", "")
+    if _onednn_ok(x, layer.weight) and (act is None or act in _POST_OPS):
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, post[0], [],
+                                                  post[1])
+    y = F.linear(x, layer.weight, layer.bias)
+    return ACTIVATIONS[act](y) if act is not None else y
+
+
 @dataclasses.dataclass
 class BertConfig:
     """The architecture, with Hugging Face ``BertConfig``'s field names and defaults
@@ -161,21 +192,13 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(h, h)
 
     def forward(self, x: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
+        # Three products, not one of the concatenated weights: q, k and v must
+        # be contiguous (the op's backward corrupts memory when they are views
+        # of one packed (total, 3, heads, head_dim) tensor; see the README).
         shape = (x.shape[0], self.num_heads, self.head_dim)
-        if torch.is_grad_enabled() and (x.requires_grad or self.query.weight.requires_grad):
-            # Three products: q, k and v must be contiguous for the backward
-            # (the op's backward corrupts memory when they are views of one
-            # packed (total, 3, heads, head_dim) tensor; see the README).
-            q = self.query(x).view(shape)
-            k = self.key(x).view(shape)
-            v = self.value(x).view(shape)
-        else:
-            # Inference: one product with the three weights side by side (one
-            # larger GEMM, one bias pass); the forward takes the strided views.
-            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-            b = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-            qkv = F.linear(x, w, b).view(x.shape[0], 3, self.num_heads, self.head_dim)
-            q, k, v = qkv.unbind(1)
+        q = _linear(x, self.query).view(shape)
+        k = _linear(x, self.key).view(shape)
+        v = _linear(x, self.value).view(shape)
         out = flash_attn_varlen_func(
             q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
             dropout_p=self.dropout_p if self.training else 0.0,
@@ -191,7 +214,7 @@ class BertSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        return self.LayerNorm(self.dropout(_linear(x, self.dense)) + residual)
 
 
 class BertAttention(nn.Module):
@@ -208,10 +231,10 @@ class BertIntermediate(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = ACTIVATIONS[config.hidden_act]
+        self.hidden_act = config.hidden_act
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.dense(x))
+        return _linear(x, self.dense, self.hidden_act)
 
 
 class BertFFNOutput(nn.Module):
@@ -225,7 +248,7 @@ class BertFFNOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        return self.LayerNorm(self.dropout(_linear(x, self.dense)) + residual)
 
 
 class BertLayer(nn.Module):
@@ -259,7 +282,7 @@ class BertPooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, first_tokens: Tensor) -> Tensor:
-        return torch.tanh(self.dense(first_tokens))
+        return torch.tanh(_linear(first_tokens, self.dense))
 
 
 def _cu_seqlens(seqlens: Tensor) -> Tensor:
