@@ -277,3 +277,42 @@ def test_train_cli(tmp_path):
     state = torch.load(save, weights_only=True)
     ref = transformers.BertModel(hf_config(TEST))
     ref.load_state_dict(state, strict=True)           # the encoder's state, HF's keys
+
+
+def test_inference_path_equals_autograd_path():
+    """CPU inference runs the linear layers through oneDNN with fused bias and
+    GELU; with autograd on, plain F.linear. Same results (float32)."""
+    from kernelzoo.plugins.bert import model as bert_model
+
+    ours, _ = pair(seed=8)
+    ids, mask, types = batch([12, 3, 9], seed=11)
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        assert bert_model._onednn_ok(x, ours.pooler.dense.weight) == \
+            torch.backends.mkldnn.is_available()
+        fast = ours(ids, mask, types)
+    assert not bert_model._onednn_ok(x, ours.pooler.dense.weight)   # grad enabled
+    slow = ours(ids, mask, types)
+    assert slow.last_hidden_state.requires_grad
+    torch.testing.assert_close(fast.last_hidden_state, slow.last_hidden_state.detach(),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.pooler_output, slow.pooler_output.detach(),
+                               rtol=1e-5, atol=1e-6)
+    for act in ("gelu", "gelu_new", "relu", "silu"):
+        layer = torch.nn.Linear(32, 40)
+        with torch.no_grad():
+            got = bert_model._linear(x, layer, act)
+            want = bert_model.ACTIVATIONS[act](torch.nn.functional.linear(x, layer.weight,
+                                                                           layer.bias))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=act)
+
+
+def test_pooler_reads_the_first_real_token():
+    ours, _ = pair(seed=9)
+    ids, mask, types = batch([4, 9, 6], seed=12, left=True)
+    with torch.no_grad():
+        out = ours(ids, mask, types)
+        first = mask.argmax(1)                       # the first real column of each row
+        cls = out.last_hidden_state[torch.arange(3), first]
+        want = torch.tanh(cls @ ours.pooler.dense.weight.T + ours.pooler.dense.bias)
+    torch.testing.assert_close(out.pooler_output, want, rtol=1e-5, atol=1e-6)
