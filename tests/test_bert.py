@@ -316,3 +316,16 @@ def test_pooler_reads_the_first_real_token():
         cls = out.last_hidden_state[torch.arange(3), first]
         want = torch.tanh(cls @ ours.pooler.dense.weight.T + ours.pooler.dense.bias)
     torch.testing.assert_close(out.pooler_output, want, rtol=1e-5, atol=1e-6)
+
+
+def test_kernelzoo_and_the_family_import_no_checkpoint_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys, kernelzoo; m = kernelzoo.create_model('bert-test'); "
+            "import kernelzoo.plugins.bert; "
+            "print(sorted(n for n in ('safetensors', 'tokenizers', 'transformers') "
+            "if n in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
