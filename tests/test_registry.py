@@ -181,6 +181,11 @@ def test_build_must_return_a_module(fresh_registry):
     ({"api_version": "1"}, TypeError, "api_version must be an int"),
     ({"small": ("huge",)}, TypeError, "small names unknown presets \\['huge'\\]"),
     ({"train": "yes"}, TypeError, "train must be callable or None"),
+    ({"load_pretrained": 1}, TypeError, "load_pretrained must be callable or None"),
+    ({"from_pretrained": "x"}, TypeError, "from_pretrained must be callable or None"),
+    ({"model_types": ("mlp",)}, TypeError, "model_types needs a from_pretrained hook"),
+    ({"model_types": ("",), "from_pretrained": lambda p: None}, TypeError,
+     "model_types must be non-empty strings"),
 ])
 def test_model_family_validates(kwargs, error, match):
     base = dict(name="ok", build=MLP, presets={"test": MLPConfig()}, example_inputs=mlp_inputs)
@@ -402,3 +407,86 @@ def test_integer_outputs_are_compared():
     with pytest.raises(FamilyCheckError, match="det-test: state-dict round trip: output 1 "
                                                "differs"):
         check_family(fam, compile=False)
+
+
+# --------------------------------------------------------------------------- pretrained hooks
+
+
+def _mlp_checkpoint(tmp_path, model, model_type="mlp"):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": model_type, **dataclasses.asdict(model.config)}))
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    return tmp_path
+
+
+def _mlp_load(model, path):
+    import json
+
+    config = json.loads((path_ := __import__("pathlib").Path(path) / "config.json").read_text())
+    if config["hidden"] != model.config.hidden:
+        raise ValueError(f"{path_}: hidden is {config['hidden']}, the preset's "
+                         f"{model.config.hidden}")
+    model.load_state_dict(torch.load(f"{path}/weights.pt", weights_only=True))
+
+
+def _mlp_from(path, **overrides):
+    import json
+
+    config = json.loads(open(f"{path}/config.json").read())
+    config.pop("model_type")
+    model = MLP(MLPConfig(**{**config, **overrides}))
+    _mlp_load(model, path)
+    return model
+
+
+@pytest.fixture
+def pretrained_mlp(fresh_registry):
+    return kernelzoo.register_family(mlp_family(load_pretrained=_mlp_load,
+                                                from_pretrained=_mlp_from, model_types=("mlp",)))
+
+
+def test_create_model_pretrained_calls_the_hook(pretrained_mlp, tmp_path):
+    torch.manual_seed(1)
+    src = MLP(MLPConfig(hidden=16))
+    path = _mlp_checkpoint(tmp_path, src)
+    torch.manual_seed(2)
+    model = kernelzoo.create_model("mlp-s2", pretrained=path)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x), src(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="hidden is 16, the preset's 8"):
+        kernelzoo.create_model("mlp-test", pretrained=path)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        kernelzoo.create_model("mlp-s2", pretrained=tmp_path / "nowhere")
+
+
+def test_from_pretrained_picks_the_family_by_model_type(pretrained_mlp, tmp_path):
+    torch.manual_seed(1)
+    src = MLP(MLPConfig(hidden=16))
+    model = kernelzoo.from_pretrained(_mlp_checkpoint(tmp_path, src))
+    assert isinstance(model, MLP) and model.config.hidden == 16
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x), src(x), rtol=0, atol=0)
+
+
+def test_from_pretrained_errors(pretrained_mlp, tmp_path):
+    import json
+
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        kernelzoo.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"hidden": 3}))
+    with pytest.raises(ValueError, match='has no "model_type"'):
+        kernelzoo.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "nosuchtype"}))
+    with pytest.raises(UnknownModelError, match="no model family handles model_type "
+                                                "'nosuchtype'.*families handle: .*mlp"):
+        kernelzoo.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read"):
+        kernelzoo.from_pretrained(tmp_path)
+
+
+def test_pretrained_needs_the_hook(mlp, tmp_path):
+    with pytest.raises(ValueError, match="family 'mlp' cannot load pretrained weights"):
+        kernelzoo.create_model("mlp-test", pretrained=tmp_path)

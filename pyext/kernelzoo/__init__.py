@@ -14,11 +14,11 @@ _load()
 
 from . import ops, nn, reference  # noqa: E402
 from . import registry, testing  # noqa: E402  (neither imports a plugin)
-from .registry import (ModelFamily, create_model, list_families, list_models,  # noqa: E402
-                       list_plugins, register_family, get_family)
+from .registry import (ModelFamily, create_model, from_pretrained,  # noqa: E402
+                       list_families, list_models, list_plugins, register_family, get_family)
 
 __version__ = build_info()["version"]
 
 __all__ = ["ops", "nn", "reference", "build_info", "__version__",
-           "ModelFamily", "create_model", "list_families", "list_models", "list_plugins",
+           "ModelFamily", "create_model", "from_pretrained", "list_families", "list_models", "list_plugins",
            "register_family", "get_family", "registry", "testing"]

