@@ -192,9 +192,6 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(h, h)
 
     def forward(self, x: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
-        # Three products, not one of the concatenated weights: q, k and v must
-        # be contiguous (the op's backward corrupts memory when they are views
-        # of one packed (total, 3, heads, head_dim) tensor; see the README).
         shape = (x.shape[0], self.num_heads, self.head_dim)
         q = _linear(x, self.query).view(shape)
         k = _linear(x, self.key).view(shape)
