@@ -14,6 +14,7 @@
 #include <limits>
 #include <string>
 
+#include "../../common/dtype_names.h"
 #include "../../common/library.h"
 #include "flash_attn_args.h"
 
@@ -52,22 +53,6 @@ namespace kernelzoo {
 namespace flash_attn_detail {
 namespace {
 
-std::string dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kDouble: return "float64";
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kLong: return "int64";
-    case at::kInt: return "int32";
-    default: return c10::toString(t);
-  }
-}
-
-bool supported_dtype(at::ScalarType t) {
-  return t == at::kDouble || t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
-}
-
 // The last dimension contiguous, as the kernels read rows of a head.
 at::Tensor rows_contiguous(const at::Tensor& t) {
   return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
@@ -100,7 +85,7 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bo
     TORCH_CHECK(t->dim() == dims, "flash_attn: expected ", name, " of shape ", shape,
                 varlen ? " (cu_seqlens given)" : "", ", but got a tensor of shape ", t->sizes());
   }
-  TORCH_CHECK(supported_dtype(q.scalar_type()),
+  TORCH_CHECK(is_float_dtype(q.scalar_type()),
               "flash_attn: expected floating-point q, k and v (float64, float32, float16 or "
               "bfloat16), but got q of dtype ", dtype_name(q.scalar_type()));
   TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "../../common/autocast.h"
+#include "../../common/dtype_names.h"
 #include "../../common/host_alloc.h"
 #include "../../common/library.h"
 #include "roi_args.h"
@@ -42,29 +43,7 @@ const char* backward_name(RoiOp op) {
   return op == RoiOp::Align ? "_roi_align_backward" : "_roi_pool_backward";
 }
 
-std::string dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kDouble: return "float64";
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kLong: return "int64";
-    case at::kInt: return "int32";
-    case at::kShort: return "int16";
-    case at::kChar: return "int8";
-    case at::kByte: return "uint8";
-    case at::kBool: return "bool";
-    case at::kComplexFloat: return "complex64";
-    case at::kComplexDouble: return "complex128";
-    default: return c10::toString(t);
-  }
-}
-
 namespace {
-
-bool supported_dtype(at::ScalarType t) {
-  return t == at::kDouble || t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
-}
 
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
 
@@ -108,7 +87,7 @@ void check_forward_args(const char* op, const at::Tensor& input, const at::Tenso
                         int64_t pooled_h, int64_t pooled_w) {
   TORCH_CHECK(input.dim() == 4, op, ": expected input of shape (N, C, H, W), but got a tensor "
               "with ", input.dim(), " dimension(s), of shape ", input.sizes());
-  TORCH_CHECK(supported_dtype(input.scalar_type()), op,
+  TORCH_CHECK(is_float_dtype(input.scalar_type()), op,
               ": expected a floating-point input (float64, float32, float16 or bfloat16), but "
               "got ", dtype_name(input.scalar_type()));
   check_rois_shape(op, rois);
@@ -133,7 +112,7 @@ void check_backward_args(const char* op, const at::Tensor& grad, const at::Tenso
               ": batch_size, channels, height and width must be non-negative, but got ",
               batch_size, ", ", channels, ", ", height, ", ", width);
   check_output_size(op, pooled_h, pooled_w);
-  TORCH_CHECK(supported_dtype(grad.scalar_type()), op,
+  TORCH_CHECK(is_float_dtype(grad.scalar_type()), op,
               ": expected a floating-point grad (float64, float32, float16 or bfloat16), but "
               "got ", dtype_name(grad.scalar_type()));
   check_rois_shape(op, rois);

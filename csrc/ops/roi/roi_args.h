@@ -54,8 +54,5 @@ Backward prepare_backward(RoiOp op, const at::Tensor& grad, const at::Tensor& ro
                           const at::Tensor& argmax, const Args& args, int64_t batch_size,
                           int64_t channels, int64_t height, int64_t width);
 
-// "float32" etc., as Python spells the dtype.
-std::string dtype_name(at::ScalarType t);
-
 }  // namespace roi_detail
 }  // namespace kernelzoo

@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../../common/dtype_names.h"
 #include "../../common/library.h"
 #include "selective_scan_args.h"
 
@@ -48,20 +49,6 @@ namespace selective_scan_detail {
 namespace {
 
 constexpr const char* kWho = "selective_scan: ";
-
-std::string dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kDouble: return "float64";
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    default: return c10::toString(t);
-  }
-}
-
-bool float_dtype(at::ScalarType t) {
-  return t == at::kDouble || t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
-}
 
 void check_device(const at::Tensor& t, const at::Tensor& u, const char* name) {
   TORCH_CHECK(t.device() == u.device(), kWho, name, " must be on u's device (", u.device(),
@@ -122,7 +109,7 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
                   const std::optional<at::Tensor>& cu_seqlens) {
   TORCH_CHECK(u.dim() == 3, kWho, "expected u of shape (batch, dim, seqlen), but got shape ",
               u.sizes());
-  TORCH_CHECK(float_dtype(u.scalar_type()), kWho, "expected floating-point u (float64, float32, "
+  TORCH_CHECK(is_float_dtype(u.scalar_type()), kWho, "expected floating-point u (float64, float32, "
               "float16 or bfloat16), but got ", dtype_name(u.scalar_type()));
   TORCH_CHECK(delta.sizes() == u.sizes(), kWho, "delta must have u's shape ", u.sizes(),
               ", but got ", delta.sizes());
@@ -217,7 +204,7 @@ StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x,
   bool any_double = false;
   for (const auto& [t, name] : all) {
     TORCH_CHECK_NOT_IMPLEMENTED(!t->is_complex(), who, "complex ", name, " is not supported");
-    TORCH_CHECK(float_dtype(t->scalar_type()), who, "expected ", name, " of a floating-point "
+    TORCH_CHECK(is_float_dtype(t->scalar_type()), who, "expected ", name, " of a floating-point "
                 "dtype, but got ", dtype_name(t->scalar_type()));
     check_device(*t, state, name);
     any_double |= t->scalar_type() == at::kDouble;
