@@ -5,8 +5,8 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/allclose.h>
-#include <ATen/ops/sum.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
@@ -99,11 +99,11 @@ TEST_P(FlashApi, ForwardMatchesLoops) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, FlashApi,
-    ::testing::Values(Problem{17, 23, 4, 2, 7, -1, -1, 0.0},    // GQA, odd sizes
-                      Problem{23, 17, 2, 2, 16, -1, 0, 0.0},    // causal, more queries than keys
-                      Problem{9, 140, 3, 1, 5, 20, 3, 0.0},     // MQA, window
-                      Problem{33, 33, 2, 1, 8, -1, 0, 2.5},     // causal + softcap
-                      Problem{1, 600, 2, 2, 4, -1, -1, 0.0}),   // one query over two key blocks
+    ::testing::Values(Problem{17, 23, 4, 2, 7, -1, -1, 0.0},   // GQA, odd sizes
+                      Problem{23, 17, 2, 2, 16, -1, 0, 0.0},   // causal, more queries than keys
+                      Problem{9, 140, 3, 1, 5, 20, 3, 0.0},    // MQA, window
+                      Problem{33, 33, 2, 1, 8, -1, 0, 2.5},    // causal + softcap
+                      Problem{1, 600, 2, 2, 4, -1, -1, 0.0}),  // one query over two key blocks
     [](const ::testing::TestParamInfo<Problem>& info) {
       const Problem& p = info.param;
       auto w = [](int64_t x) { return x < 0 ? std::string("inf") : std::to_string(x); };
@@ -131,20 +131,21 @@ TEST(FlashApiVarlen, EqualsEachSequenceAlone) {
 }
 
 TEST(FlashApiBackward, MatchesFiniteDifferences) {
-  const at::Tensor q = at::randn({1, 5, 2, 3}, at::kDouble), k = at::randn({1, 7, 1, 3}, at::kDouble),
+  const at::Tensor q = at::randn({1, 5, 2, 3}, at::kDouble),
+                   k = at::randn({1, 7, 1, 3}, at::kDouble),
                    v = at::randn({1, 7, 1, 3}, at::kDouble);
   const at::Tensor dout = at::randn({1, 5, 2, 3}, at::kDouble);
   auto run = [&](const at::Tensor& qq) {
-    return std::get<0>(kernelzoo::flash_attn_forward(qq, k, v, std::nullopt, std::nullopt, 5, 7, 0.0,
-                                                     0.5, -1, 0, 0.0, std::nullopt, false,
+    return std::get<0>(kernelzoo::flash_attn_forward(qq, k, v, std::nullopt, std::nullopt, 5, 7,
+                                                     0.0, 0.5, -1, 0, 0.0, std::nullopt, false,
                                                      std::nullopt, 0));
   };
-  auto [out, lse, dm] = kernelzoo::flash_attn_forward(q, k, v, std::nullopt, std::nullopt, 5, 7, 0.0,
-                                                      0.5, -1, 0, 0.0, std::nullopt, false,
-                                                      std::nullopt, 0);
-  auto [dq, dk, dv] = kernelzoo::flash_attn_backward(dout, q, k, v, out, lse, std::nullopt,
-                                                     std::nullopt, 5, 7, 0.0, 0.5, -1, 0, 0.0,
-                                                     std::nullopt, false, std::nullopt, 0);
+  auto [out, lse, dm] =
+      kernelzoo::flash_attn_forward(q, k, v, std::nullopt, std::nullopt, 5, 7, 0.0, 0.5, -1, 0, 0.0,
+                                    std::nullopt, false, std::nullopt, 0);
+  auto [dq, dk, dv] =
+      kernelzoo::flash_attn_backward(dout, q, k, v, out, lse, std::nullopt, std::nullopt, 5, 7, 0.0,
+                                     0.5, -1, 0, 0.0, std::nullopt, false, std::nullopt, 0);
   const double eps = 1e-6;
   for (int64_t e = 0; e < q.numel(); ++e) {
     at::Tensor qp = q.clone(), qm = q.clone();

@@ -74,15 +74,16 @@ TEST(SelectiveScanApi, ForwardMatchesLoops) {
 TEST(SelectiveScanApi, StateUpdateStepsEqualTheScan) {
   const int64_t batch = 2, dim = 6, N = 3, L = 7;
   const at::Tensor u = at::randn({batch, dim, L}), delta = at::rand({batch, dim, L});
-  const at::Tensor A = -at::rand({dim, N}), B = at::randn({batch, N, L}), C = at::randn({batch, N, L});
-  auto [out, last, ckpt] = kernelzoo::selective_scan_forward(u, delta, A, B, C, std::nullopt,
-                                                             std::nullopt, std::nullopt, true,
-                                                             std::nullopt, std::nullopt);
+  const at::Tensor A = -at::rand({dim, N}), B = at::randn({batch, N, L}),
+                   C = at::randn({batch, N, L});
+  auto [out, last, ckpt] =
+      kernelzoo::selective_scan_forward(u, delta, A, B, C, std::nullopt, std::nullopt, std::nullopt,
+                                        true, std::nullopt, std::nullopt);
   at::Tensor state = at::zeros({batch, dim, N});
   for (int64_t l = 0; l < L; ++l) {
     const at::Tensor y = kernelzoo::selective_state_update(
-        state, u.select(2, l), delta.select(2, l), A, B.select(2, l), C.select(2, l),
-        std::nullopt, std::nullopt, std::nullopt, true);
+        state, u.select(2, l), delta.select(2, l), A, B.select(2, l), C.select(2, l), std::nullopt,
+        std::nullopt, std::nullopt, true);
     EXPECT_TRUE(y.allclose(out.select(2, l), 1e-5, 1e-6)) << "step " << l;
   }
   EXPECT_TRUE(state.allclose(last, 1e-5, 1e-6));

@@ -80,17 +80,21 @@ int64_t check_BC(const at::Tensor& t, const at::Tensor& u, int64_t dstate, const
     parameter(t, u, name, acc);
     return 0;
   }
-  TORCH_CHECK(t.dim() == 3 || t.dim() == 4, kWho, name, " must be (dim, dstate), (batch, dstate, "
-              "seqlen) or (batch, groups, dstate, seqlen), but got shape ", t.sizes());
+  TORCH_CHECK(t.dim() == 3 || t.dim() == 4, kWho, name,
+              " must be (dim, dstate), (batch, dstate, "
+              "seqlen) or (batch, groups, dstate, seqlen), but got shape ",
+              t.sizes());
   const int64_t groups = t.dim() == 4 ? t.size(1) : 1;
-  TORCH_CHECK(t.size(0) == batch && t.size(-1) == seqlen && t.size(-2) == dstate, kWho, "a variable ",
-              name, " must have shape ", t.dim() == 4 ? "(batch, groups, dstate, seqlen) = (" : "(batch, dstate, seqlen) = (",
-              batch, ", ", t.dim() == 4 ? std::to_string(groups) + ", " : std::string(), dstate, ", ",
-              seqlen, "), but got ", t.sizes());
+  TORCH_CHECK(t.size(0) == batch && t.size(-1) == seqlen && t.size(-2) == dstate, kWho,
+              "a variable ", name, " must have shape ",
+              t.dim() == 4 ? "(batch, groups, dstate, seqlen) = (" : "(batch, dstate, seqlen) = (",
+              batch, ", ", t.dim() == 4 ? std::to_string(groups) + ", " : std::string(), dstate,
+              ", ", seqlen, "), but got ", t.sizes());
   TORCH_CHECK(groups > 0 && dim % groups == 0, kWho, "the number of groups of ", name, " (", groups,
               ") must divide dim (", dim, ")");
-  TORCH_CHECK(t.scalar_type() == u.scalar_type(), kWho, "a variable ", name, " must have u's dtype (",
-              dtype_name(u.scalar_type()), "), but got ", dtype_name(t.scalar_type()));
+  TORCH_CHECK(t.scalar_type() == u.scalar_type(), kWho, "a variable ", name,
+              " must have u's dtype (", dtype_name(u.scalar_type()), "), but got ",
+              dtype_name(t.scalar_type()));
   return groups;
 }
 
@@ -109,17 +113,22 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
                   const std::optional<at::Tensor>& cu_seqlens) {
   TORCH_CHECK(u.dim() == 3, kWho, "expected u of shape (batch, dim, seqlen), but got shape ",
               u.sizes());
-  TORCH_CHECK(is_float_dtype(u.scalar_type()), kWho, "expected floating-point u (float64, float32, "
-              "float16 or bfloat16), but got ", dtype_name(u.scalar_type()));
+  TORCH_CHECK(is_float_dtype(u.scalar_type()), kWho,
+              "expected floating-point u (float64, float32, "
+              "float16 or bfloat16), but got ",
+              dtype_name(u.scalar_type()));
   TORCH_CHECK(delta.sizes() == u.sizes(), kWho, "delta must have u's shape ", u.sizes(),
               ", but got ", delta.sizes());
   TORCH_CHECK(delta.scalar_type() == u.scalar_type(), kWho, "delta must have u's dtype (",
               dtype_name(u.scalar_type()), "), but got ", dtype_name(delta.scalar_type()));
   check_device(delta, u, "delta");
-  TORCH_CHECK_NOT_IMPLEMENTED(!A.is_complex(), kWho, "complex A is not supported (only real "
+  TORCH_CHECK_NOT_IMPLEMENTED(!A.is_complex(), kWho,
+                              "complex A is not supported (only real "
                               "A: Mamba's A = -exp(A_log))");
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == u.size(1), kWho, "A must have shape (dim, dstate) "
-              "with dim = ", u.size(1), ", but got ", A.sizes());
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == u.size(1), kWho,
+              "A must have shape (dim, dstate) "
+              "with dim = ",
+              u.size(1), ", but got ", A.sizes());
   const at::ScalarType acc = u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 
   Scan s;
@@ -141,8 +150,10 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   s.C = s.var_C ? transposed_BC(C, acc) : C.to(acc).contiguous();
   for (const auto& [t, name] : {std::pair{&D, "D"}, std::pair{&delta_bias, "delta_bias"}}) {
     if (!t->has_value()) continue;
-    TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == s.dim, kWho, name, " must have shape (dim,) "
-                "= (", s.dim, ",), but got ", (*t)->sizes());
+    TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == s.dim, kWho, name,
+                " must have shape (dim,) "
+                "= (",
+                s.dim, ",), but got ", (*t)->sizes());
   }
   if (D.has_value()) s.D = parameter(*D, u, "D", acc);
   if (delta_bias.has_value()) s.delta_bias = parameter(*delta_bias, u, "delta_bias", acc);
@@ -160,17 +171,21 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
     check_device(cu, u, "cu_seqlens");
     TORCH_CHECK(cu.scalar_type() == at::kInt, kWho, "cu_seqlens must be int32, but got ",
                 c10::toString(cu.scalar_type()));
-    TORCH_CHECK(cu.dim() == 1 && cu.size(0) >= 1, kWho, "cu_seqlens must be a 1-D tensor of "
-                "nseq + 1 offsets, but got shape ", cu.sizes());
-    TORCH_CHECK(s.batch == 1, kWho, "with cu_seqlens the sequences are packed along seqlen: "
-                "batch must be 1, but got ", s.batch);
+    TORCH_CHECK(cu.dim() == 1 && cu.size(0) >= 1, kWho,
+                "cu_seqlens must be a 1-D tensor of "
+                "nseq + 1 offsets, but got shape ",
+                cu.sizes());
+    TORCH_CHECK(s.batch == 1, kWho,
+                "with cu_seqlens the sequences are packed along seqlen: "
+                "batch must be 1, but got ",
+                s.batch);
     s.cu_seqlens = cu.cpu().contiguous();
     const int32_t* p = s.cu_seqlens.const_data_ptr<int32_t>();
     const int64_t n = cu.size(0);
     TORCH_CHECK(p[0] == 0, kWho, "cu_seqlens must start at 0, but starts at ", p[0]);
     for (int64_t i = 1; i < n; ++i) {
-      TORCH_CHECK(p[i] >= p[i - 1], kWho, "cu_seqlens must be non-decreasing, but cu_seqlens[",
-                  i, "] = ", p[i], " < cu_seqlens[", i - 1, "] = ", p[i - 1]);
+      TORCH_CHECK(p[i] >= p[i - 1], kWho, "cu_seqlens must be non-decreasing, but cu_seqlens[", i,
+                  "] = ", p[i], " < cu_seqlens[", i - 1, "] = ", p[i - 1]);
     }
     TORCH_CHECK(p[n - 1] == s.seqlen, kWho, "cu_seqlens must end at seqlen (", s.seqlen,
                 "), but ends at ", p[n - 1]);
@@ -180,7 +195,8 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
     const at::Tensor& h = *initial_state;
     TORCH_CHECK(h.dim() == 3 && h.size(0) == s.nseq && h.size(1) == s.dim && h.size(2) == s.dstate,
                 kWho, "initial_state must have shape (", cu_seqlens.has_value() ? "nseq" : "batch",
-                ", dim, dstate) = (", s.nseq, ", ", s.dim, ", ", s.dstate, "), but got ", h.sizes());
+                ", dim, dstate) = (", s.nseq, ", ", s.dim, ", ", s.dstate, "), but got ",
+                h.sizes());
     s.initial_state = parameter(h, u, "initial_state", acc);
   }
   s.u = u.contiguous();
@@ -188,14 +204,16 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   return s;
 }
 
-StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x,
-                                 const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
-                                 const at::Tensor& C, const std::optional<at::Tensor>& D,
+StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x, const at::Tensor& dt,
+                                 const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                 const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& z,
                                  const std::optional<at::Tensor>& dt_bias, bool dt_softplus) {
   constexpr const char* who = "selective_state_update: ";
-  TORCH_CHECK(state.dim() == 3 || state.dim() == 4, who, "expected state of shape (batch, dim, "
-              "dstate) or (batch, nheads, headdim, dstate), but got shape ", state.sizes());
+  TORCH_CHECK(state.dim() == 3 || state.dim() == 4, who,
+              "expected state of shape (batch, dim, "
+              "dstate) or (batch, nheads, headdim, dstate), but got shape ",
+              state.sizes());
   std::vector<std::pair<const at::Tensor*, const char*>> all = {
       {&state, "state"}, {&x, "x"}, {&dt, "dt"}, {&A, "A"}, {&B, "B"}, {&C, "C"}};
   if (D.has_value()) all.emplace_back(&*D, "D");
@@ -204,8 +222,10 @@ StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x,
   bool any_double = false;
   for (const auto& [t, name] : all) {
     TORCH_CHECK_NOT_IMPLEMENTED(!t->is_complex(), who, "complex ", name, " is not supported");
-    TORCH_CHECK(is_float_dtype(t->scalar_type()), who, "expected ", name, " of a floating-point "
-                "dtype, but got ", dtype_name(t->scalar_type()));
+    TORCH_CHECK(is_float_dtype(t->scalar_type()), who, "expected ", name,
+                " of a floating-point "
+                "dtype, but got ",
+                dtype_name(t->scalar_type()));
     check_device(*t, state, name);
     any_double |= t->scalar_type() == at::kDouble;
   }
@@ -223,7 +243,8 @@ StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x,
   s.state = up(state, 4, 1);
   const int64_t batch = s.state.size(0), nheads = s.state.size(1), hdim = s.state.size(2),
                 dstate = s.state.size(3);
-  TORCH_CHECK(s.state.stride(-1) == 1 || dstate <= 1, who, "state's last dimension must be "
+  TORCH_CHECK(s.state.stride(-1) == 1 || dstate <= 1, who,
+              "state's last dimension must be "
               "contiguous (it is updated in place)");
   const at::ScalarType acc = any_double ? at::kDouble : at::kFloat;
   // x, dt, z keep their dtype (float64 when anything is): the kernel reads them as they are.
@@ -248,13 +269,13 @@ StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x,
   s.A = s.A.to(acc).contiguous();
   s.B = up(B, 3, 1);
   s.C = up(C, 3, 1);
-  TORCH_CHECK(s.B.dim() == 3 && s.B.size(0) == batch && s.B.size(2) == dstate && s.B.size(1) > 0 &&
-                  nheads % s.B.size(1) == 0,
-              who, "expected B of shape (batch, dstate) or (batch, ngroups, dstate) with batch = ",
-              batch, ", dstate = ", dstate, " and ngroups dividing nheads (", nheads,
-              "), but got ", B.sizes());
-  TORCH_CHECK(s.C.sizes() == s.B.sizes(), who, "C must have B's shape ", s.B.sizes(),
-              ", but got ", C.sizes());
+  TORCH_CHECK(
+      s.B.dim() == 3 && s.B.size(0) == batch && s.B.size(2) == dstate && s.B.size(1) > 0 &&
+          nheads % s.B.size(1) == 0,
+      who, "expected B of shape (batch, dstate) or (batch, ngroups, dstate) with batch = ", batch,
+      ", dstate = ", dstate, " and ngroups dividing nheads (", nheads, "), but got ", B.sizes());
+  TORCH_CHECK(s.C.sizes() == s.B.sizes(), who, "C must have B's shape ", s.B.sizes(), ", but got ",
+              C.sizes());
   s.B = s.B.to(acc).contiguous();
   s.C = s.C.to(acc).contiguous();
   for (const auto& [t, out, name] :
@@ -276,14 +297,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_forward(
     const at::Tensor& C, const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
     const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
     const std::optional<at::Tensor>& initial_state, const std::optional<at::Tensor>& cu_seqlens) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("kernelzoo::selective_scan_forward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              const at::Tensor&, const std::optional<at::Tensor>&,
-              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool,
-              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kernelzoo::selective_scan_forward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                           const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool,
+                           const std::optional<at::Tensor>&, const std::optional<at::Tensor>&)>();
   return op.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, cu_seqlens);
 }
 

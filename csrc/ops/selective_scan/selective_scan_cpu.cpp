@@ -39,6 +39,7 @@
 #include "../../common/cpu_math.h"
 #include "../../common/cpu_vec.h"
 #include "../../common/dispatch.h"
+#include "../../common/macros.h"
 #include "../../common/parallel.h"
 #include "selective_scan_args.h"
 
@@ -49,19 +50,18 @@ constexpr int kLanes = 16;  // channels per task, one per vector lane
 
 // --- one position of the recurrence, on kLanes channels ------------------------------------
 // Constant B/C: one value per (state, lane), `b + n * kLanes`; variable: one per
-// state, shared by the lanes, `b + n`. Pointers are __restrict__ (no argument
+// state, shared by the lanes, `b + n`. Pointers are KZ_RESTRICT (no argument
 // overlaps another), which lets the compiler vectorize the lane loops.
-#define KZ_R __restrict__
-
 template <typename acc_t, bool VarB, bool VarC>
-KZ_ALWAYS_INLINE void step_impl(int64_t N, const acc_t* KZ_R dt, const acc_t* KZ_R u,
-                                const acc_t* KZ_R A, const acc_t* KZ_R B, const acc_t* KZ_R C,
-                                acc_t* KZ_R x, acc_t* KZ_R y) {
+KZ_ALWAYS_INLINE void step_impl(int64_t N, const acc_t* KZ_RESTRICT dt, const acc_t* KZ_RESTRICT u,
+                                const acc_t* KZ_RESTRICT A, const acc_t* KZ_RESTRICT B,
+                                const acc_t* KZ_RESTRICT C, acc_t* KZ_RESTRICT x,
+                                acc_t* KZ_RESTRICT y) {
   acc_t dtu[kLanes], acc[kLanes] = {};
   for (int c = 0; c < kLanes; ++c) dtu[c] = dt[c] * u[c];
   for (int64_t n = 0; n < N; ++n) {
-    acc_t* KZ_R xn = x + n * kLanes;
-    const acc_t* KZ_R An = A + n * kLanes;
+    acc_t* KZ_RESTRICT xn = x + n * kLanes;
+    const acc_t* KZ_RESTRICT An = A + n * kLanes;
     for (int c = 0; c < kLanes; ++c) {
       const acc_t b = VarB ? B[n] : B[n * kLanes + c];
       const acc_t cc = VarC ? C[n] : C[n * kLanes + c];
@@ -78,20 +78,22 @@ KZ_ALWAYS_INLINE void step_impl(int64_t N, const acc_t* KZ_R dt, const acc_t* KZ
 // (per state and lane), dB/dC (per state and lane when constant, per state
 // summed over the lanes when variable).
 template <typename acc_t, bool VarB, bool VarC>
-KZ_ALWAYS_INLINE void step_back_impl(int64_t N, const acc_t* KZ_R dt, const acc_t* KZ_R u,
-                                     const acc_t* KZ_R A, const acc_t* KZ_R B,
-                                     const acc_t* KZ_R C, const acc_t* KZ_R xb,
-                                     const acc_t* KZ_R xa, const acc_t* KZ_R dy, acc_t* KZ_R h,
-                                     acc_t* KZ_R ddt, acc_t* KZ_R du, acc_t* KZ_R dA,
-                                     acc_t* KZ_R dB, acc_t* KZ_R dC) {
+KZ_ALWAYS_INLINE void step_back_impl(int64_t N, const acc_t* KZ_RESTRICT dt,
+                                     const acc_t* KZ_RESTRICT u, const acc_t* KZ_RESTRICT A,
+                                     const acc_t* KZ_RESTRICT B, const acc_t* KZ_RESTRICT C,
+                                     const acc_t* KZ_RESTRICT xb, const acc_t* KZ_RESTRICT xa,
+                                     const acc_t* KZ_RESTRICT dy, acc_t* KZ_RESTRICT h,
+                                     acc_t* KZ_RESTRICT ddt, acc_t* KZ_RESTRICT du,
+                                     acc_t* KZ_RESTRICT dA, acc_t* KZ_RESTRICT dB,
+                                     acc_t* KZ_RESTRICT dC) {
   acc_t ddt_acc[kLanes] = {}, du_acc[kLanes] = {}, dtu[kLanes];
   for (int c = 0; c < kLanes; ++c) dtu[c] = dt[c] * u[c];
   for (int64_t n = 0; n < N; ++n) {
-    acc_t* KZ_R hn = h + n * kLanes;
-    acc_t* KZ_R dAn = dA + n * kLanes;
-    const acc_t* KZ_R An = A + n * kLanes;
-    const acc_t* KZ_R xbn = xb + n * kLanes;
-    const acc_t* KZ_R xan = xa + n * kLanes;
+    acc_t* KZ_RESTRICT hn = h + n * kLanes;
+    acc_t* KZ_RESTRICT dAn = dA + n * kLanes;
+    const acc_t* KZ_RESTRICT An = A + n * kLanes;
+    const acc_t* KZ_RESTRICT xbn = xb + n * kLanes;
+    const acc_t* KZ_RESTRICT xan = xa + n * kLanes;
     acc_t gB[kLanes], gC[kLanes];
     for (int c = 0; c < kLanes; ++c) {
       const acc_t b = VarB ? B[n] : B[n * kLanes + c];
@@ -129,19 +131,20 @@ KZ_ALWAYS_INLINE void step_back_impl(int64_t N, const acc_t* KZ_R dt, const acc_
 
 // Non-template entry points, so that each is compiled for every KZ_CPU_CLONES
 // target (the templates above are inlined into them).
-#define KZ_SCAN_STEPS(T, VB, VC)                                                               \
-  KZ_CPU_CLONES void step(std::integral_constant<bool, VB>, std::integral_constant<bool, VC>, \
-                          int64_t N, const T* KZ_R dt, const T* KZ_R u, const T* KZ_R A,      \
-                          const T* KZ_R B, const T* KZ_R C, T* KZ_R x, T* KZ_R y) {           \
-    step_impl<T, VB, VC>(N, dt, u, A, B, C, x, y);                                             \
-  }                                                                                            \
-  KZ_CPU_CLONES void step_back(std::integral_constant<bool, VB>,                               \
-                               std::integral_constant<bool, VC>, int64_t N, const T* KZ_R dt,  \
-                               const T* KZ_R u, const T* KZ_R A, const T* KZ_R B,              \
-                               const T* KZ_R C, const T* KZ_R xb, const T* KZ_R xa,            \
-                               const T* KZ_R dy, T* KZ_R h, T* KZ_R ddt, T* KZ_R du,           \
-                               T* KZ_R dA, T* KZ_R dB, T* KZ_R dC) {                           \
-    step_back_impl<T, VB, VC>(N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);         \
+#define KZ_SCAN_STEPS(T, VB, VC)                                                                  \
+  KZ_CPU_CLONES void step(std::integral_constant<bool, VB>, std::integral_constant<bool, VC>,     \
+                          int64_t N, const T* KZ_RESTRICT dt, const T* KZ_RESTRICT u,             \
+                          const T* KZ_RESTRICT A, const T* KZ_RESTRICT B, const T* KZ_RESTRICT C, \
+                          T* KZ_RESTRICT x, T* KZ_RESTRICT y) {                                   \
+    step_impl<T, VB, VC>(N, dt, u, A, B, C, x, y);                                                \
+  }                                                                                               \
+  KZ_CPU_CLONES void step_back(                                                                   \
+      std::integral_constant<bool, VB>, std::integral_constant<bool, VC>, int64_t N,              \
+      const T* KZ_RESTRICT dt, const T* KZ_RESTRICT u, const T* KZ_RESTRICT A,                    \
+      const T* KZ_RESTRICT B, const T* KZ_RESTRICT C, const T* KZ_RESTRICT xb,                    \
+      const T* KZ_RESTRICT xa, const T* KZ_RESTRICT dy, T* KZ_RESTRICT h, T* KZ_RESTRICT ddt,     \
+      T* KZ_RESTRICT du, T* KZ_RESTRICT dA, T* KZ_RESTRICT dB, T* KZ_RESTRICT dC) {               \
+    step_back_impl<T, VB, VC>(N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);             \
   }
 KZ_SCAN_STEPS(float, false, false)
 KZ_SCAN_STEPS(float, false, true)
@@ -157,8 +160,8 @@ KZ_SCAN_STEPS(double, true, true)
 
 // dt = softplus(delta + bias) (or without softplus), pre = delta + bias.
 template <typename acc_t>
-KZ_ALWAYS_INLINE void delta_tile_impl(acc_t* KZ_R dt, acc_t* KZ_R pre, const acc_t* KZ_R bias,
-                                      bool softplus) {
+KZ_ALWAYS_INLINE void delta_tile_impl(acc_t* KZ_RESTRICT dt, acc_t* KZ_RESTRICT pre,
+                                      const acc_t* KZ_RESTRICT bias, bool softplus) {
   for (int64_t l = 0; l < kChunk; ++l) {
     for (int c = 0; c < kLanes; ++c) pre[l * kLanes + c] = dt[l * kLanes + c] + bias[c];
   }
@@ -171,8 +174,8 @@ KZ_ALWAYS_INLINE void delta_tile_impl(acc_t* KZ_R dt, acc_t* KZ_R pre, const acc
 
 // out = (y + D u) * silu(z), in place of y (z null: no gate).
 template <typename acc_t>
-KZ_ALWAYS_INLINE void output_tile_impl(acc_t* KZ_R y, const acc_t* KZ_R u, const acc_t* KZ_R z,
-                                       const acc_t* KZ_R D) {
+KZ_ALWAYS_INLINE void output_tile_impl(acc_t* KZ_RESTRICT y, const acc_t* KZ_RESTRICT u,
+                                       const acc_t* KZ_RESTRICT z, const acc_t* KZ_RESTRICT D) {
   for (int64_t l = 0; l < kChunk; ++l) {
     for (int c = 0; c < kLanes; ++c) y[l * kLanes + c] += D[c] * u[l * kLanes + c];
   }
@@ -184,10 +187,10 @@ KZ_ALWAYS_INLINE void output_tile_impl(acc_t* KZ_R y, const acc_t* KZ_R u, const
 // From dout (in place: becomes dy, the gradient of y): dz, du = dy D (du is
 // then completed by the scan), dD += dy u.
 template <typename acc_t>
-KZ_ALWAYS_INLINE void output_grad_tile_impl(acc_t* KZ_R g, const acc_t* KZ_R y,
-                                            const acc_t* KZ_R u, const acc_t* KZ_R z,
-                                            const acc_t* KZ_R D, acc_t* KZ_R dz, acc_t* KZ_R du,
-                                            acc_t* KZ_R dD) {
+KZ_ALWAYS_INLINE void output_grad_tile_impl(acc_t* KZ_RESTRICT g, const acc_t* KZ_RESTRICT y,
+                                            const acc_t* KZ_RESTRICT u, const acc_t* KZ_RESTRICT z,
+                                            const acc_t* KZ_RESTRICT D, acc_t* KZ_RESTRICT dz,
+                                            acc_t* KZ_RESTRICT du, acc_t* KZ_RESTRICT dD) {
   if (z) {
     for (int64_t l = 0; l < kChunk; ++l) {
       for (int c = 0; c < kLanes; ++c) {
@@ -210,8 +213,8 @@ KZ_ALWAYS_INLINE void output_grad_tile_impl(acc_t* KZ_R g, const acc_t* KZ_R y,
 
 // ddelta = ddt * softplus'(pre) in place; dbias += ddelta.
 template <typename acc_t>
-KZ_ALWAYS_INLINE void delta_grad_tile_impl(acc_t* KZ_R ddt, const acc_t* KZ_R pre, bool softplus,
-                                           acc_t* KZ_R dbias) {
+KZ_ALWAYS_INLINE void delta_grad_tile_impl(acc_t* KZ_RESTRICT ddt, const acc_t* KZ_RESTRICT pre,
+                                           bool softplus, acc_t* KZ_RESTRICT dbias) {
   if (softplus) {
     for (int64_t e = 0; e < kChunk * kLanes; ++e) {
       ddt[e] = pre[e] <= acc_t(20) ? ddt[e] * sigmoid_lane(pre[e]) : ddt[e];
@@ -224,24 +227,23 @@ KZ_ALWAYS_INLINE void delta_grad_tile_impl(acc_t* KZ_R ddt, const acc_t* KZ_R pr
   for (int c = 0; c < kLanes; ++c) dbias[c] += acc[c];
 }
 
-#define KZ_SCAN_TILES(T)                                                                      \
-  KZ_CPU_CLONES void delta_tile(T* dt, T* pre, const T* bias, bool softplus) {                \
-    delta_tile_impl(dt, pre, bias, softplus);                                                 \
-  }                                                                                           \
-  KZ_CPU_CLONES void output_tile(T* y, const T* u, const T* z, const T* D) {                  \
-    output_tile_impl(y, u, z, D);                                                             \
-  }                                                                                           \
-  KZ_CPU_CLONES void output_grad_tile(T* g, const T* y, const T* u, const T* z, const T* D,   \
-                                      T* dz, T* du, T* dD) {                                  \
-    output_grad_tile_impl(g, y, u, z, D, dz, du, dD);                                         \
-  }                                                                                           \
-  KZ_CPU_CLONES void delta_grad_tile(T* ddt, const T* pre, bool softplus, T* dbias) {         \
-    delta_grad_tile_impl(ddt, pre, softplus, dbias);                                          \
+#define KZ_SCAN_TILES(T)                                                                           \
+  KZ_CPU_CLONES void delta_tile(T* dt, T* pre, const T* bias, bool softplus) {                     \
+    delta_tile_impl(dt, pre, bias, softplus);                                                      \
+  }                                                                                                \
+  KZ_CPU_CLONES void output_tile(T* y, const T* u, const T* z, const T* D) {                       \
+    output_tile_impl(y, u, z, D);                                                                  \
+  }                                                                                                \
+  KZ_CPU_CLONES void output_grad_tile(T* g, const T* y, const T* u, const T* z, const T* D, T* dz, \
+                                      T* du, T* dD) {                                              \
+    output_grad_tile_impl(g, y, u, z, D, dz, du, dD);                                              \
+  }                                                                                                \
+  KZ_CPU_CLONES void delta_grad_tile(T* ddt, const T* pre, bool softplus, T* dbias) {              \
+    delta_grad_tile_impl(ddt, pre, softplus, dbias);                                               \
   }
 KZ_SCAN_TILES(float)
 KZ_SCAN_TILES(double)
 #undef KZ_SCAN_TILES
-#undef KZ_R
 
 namespace {
 
@@ -345,10 +347,10 @@ struct TaskView {
   const Scan& s;
   const Task& t;
   int64_t L, N;
-  const scalar_t* u;      // row c0 of batch b
+  const scalar_t* u;  // row c0 of batch b
   const scalar_t* delta;
-  const scalar_t* z;      // or null
-  const acc_t* Bvar;      // (L, N) of (b, g), when variable
+  const scalar_t* z;  // or null
+  const acc_t* Bvar;  // (L, N) of (b, g), when variable
   const acc_t* Cvar;
 
   TaskView(const Scan& s_, const Task& t_) : s(s_), t(t_), L(s_.seqlen), N(s_.dstate) {
@@ -412,11 +414,15 @@ void run_step(const Scan& s, int64_t N, const acc_t* dt, const acc_t* u, const a
   using F = std::false_type;
   using T = std::true_type;
   if (s.var_B) {
-    if (s.var_C) step(T{}, T{}, N, dt, u, A, B, C, x, y);
-    else step(T{}, F{}, N, dt, u, A, B, C, x, y);
+    if (s.var_C)
+      step(T{}, T{}, N, dt, u, A, B, C, x, y);
+    else
+      step(T{}, F{}, N, dt, u, A, B, C, x, y);
   } else {
-    if (s.var_C) step(F{}, T{}, N, dt, u, A, B, C, x, y);
-    else step(F{}, F{}, N, dt, u, A, B, C, x, y);
+    if (s.var_C)
+      step(F{}, T{}, N, dt, u, A, B, C, x, y);
+    else
+      step(F{}, F{}, N, dt, u, A, B, C, x, y);
   }
 }
 
@@ -428,11 +434,15 @@ void run_step_back(const Scan& s, int64_t N, const acc_t* dt, const acc_t* u, co
   using F = std::false_type;
   using T = std::true_type;
   if (s.var_B) {
-    if (s.var_C) step_back(T{}, T{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
-    else step_back(T{}, F{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
+    if (s.var_C)
+      step_back(T{}, T{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
+    else
+      step_back(T{}, F{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
   } else {
-    if (s.var_C) step_back(F{}, T{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
-    else step_back(F{}, F{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
+    if (s.var_C)
+      step_back(F{}, T{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
+    else
+      step_back(F{}, F{}, N, dt, u, A, B, C, xb, xa, dy, h, ddt, du, dA, dB, dC);
   }
 }
 
@@ -481,8 +491,10 @@ void empty_sequences(const Scan& s, const Sequences& q, const at::Tensor& from, 
     if (q.end[i] > q.start[i]) continue;
     for (int64_t b = 0; b < (s.cu_seqlens.defined() ? 1 : s.batch); ++b) {
       const int64_t gs = s.cu_seqlens.defined() ? static_cast<int64_t>(i) : b;
-      if (from.defined()) to[gs].copy_(from[gs]);
-      else to[gs].zero_();
+      if (from.defined())
+        to[gs].copy_(from[gs]);
+      else
+        to[gs].zero_();
     }
   }
 }
@@ -497,30 +509,30 @@ void forward_cpu(const Scan& s, at::Tensor& out, at::Tensor& last, at::Tensor& c
   acc_t* last_p = last.mutable_data_ptr<acc_t>();
   acc_t* ckpt_p = ckpt.mutable_data_ptr<acc_t>();
   const int64_t work = s.batch * s.dim * L * std::max<int64_t>(N, 1) * 8;
-  for_each_task<Buffers<acc_t>>(static_cast<int64_t>(ts.size()), work,
-                                [&](int64_t i, Buffers<acc_t>& buf) {
-    const Task& t = ts[i];
-    const TaskView<scalar_t, acc_t> v(s, t);
-    size_buffers(buf, N);
-    v.load_parameters(buf);
-    std::fill(buf.x.begin(), buf.x.end(), acc_t(0));
-    auto on_end = [&](int64_t seq) {
-      store_lanes(buf.x.data(), N, t.nc, last_p + (v.global_seq(seq) * s.dim + t.c0) * N);
-    };
-    for (int64_t k = 0; k < chunks; ++k) {
-      const int64_t l0 = k * kChunk, len = std::min(kChunk, L - l0);
-      v.load_inputs(l0, len, buf);
-      if (q.start_of[l0] >= 0) v.reset(q.start_of[l0], buf.x.data());
-      // the state entering chunk k, for every channel of the task
-      for (int64_t c = 0; c < t.nc; ++c) {
-        acc_t* dst = ckpt_p + (((t.b * s.dim + t.c0 + c) * chunks) + k) * N;
-        for (int64_t n = 0; n < N; ++n) dst[n] = buf.x[n * kLanes + c];
-      }
-      run_chunk(v, q, l0, len, buf, static_cast<acc_t*>(nullptr), on_end);
-      finish_output(v, l0, len, buf);
-      store_tile(buf.y.data(), t.nc, len, out_p + (t.b * s.dim + t.c0) * L + l0, L);
-    }
-  });
+  for_each_task<Buffers<acc_t>>(
+      static_cast<int64_t>(ts.size()), work, [&](int64_t i, Buffers<acc_t>& buf) {
+        const Task& t = ts[i];
+        const TaskView<scalar_t, acc_t> v(s, t);
+        size_buffers(buf, N);
+        v.load_parameters(buf);
+        std::fill(buf.x.begin(), buf.x.end(), acc_t(0));
+        auto on_end = [&](int64_t seq) {
+          store_lanes(buf.x.data(), N, t.nc, last_p + (v.global_seq(seq) * s.dim + t.c0) * N);
+        };
+        for (int64_t k = 0; k < chunks; ++k) {
+          const int64_t l0 = k * kChunk, len = std::min(kChunk, L - l0);
+          v.load_inputs(l0, len, buf);
+          if (q.start_of[l0] >= 0) v.reset(q.start_of[l0], buf.x.data());
+          // the state entering chunk k, for every channel of the task
+          for (int64_t c = 0; c < t.nc; ++c) {
+            acc_t* dst = ckpt_p + (((t.b * s.dim + t.c0 + c) * chunks) + k) * N;
+            for (int64_t n = 0; n < N; ++n) dst[n] = buf.x[n * kLanes + c];
+          }
+          run_chunk(v, q, l0, len, buf, static_cast<acc_t*>(nullptr), on_end);
+          finish_output(v, l0, len, buf);
+          store_tile(buf.y.data(), t.nc, len, out_p + (t.b * s.dim + t.c0) * L + l0, L);
+        }
+      });
   empty_sequences(s, q, s.initial_state, last);
 }
 
@@ -548,71 +560,75 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
   acc_t* dC_p = dC_part.mutable_data_ptr<acc_t>();
   const int64_t work = s.batch * s.dim * L * std::max<int64_t>(N, 1) * 16;
 
-  for_each_task<Buffers<acc_t>>(static_cast<int64_t>(ts.size()), work,
-                                [&](int64_t i, Buffers<acc_t>& buf) {
-    const Task& t = ts[i];
-    const TaskView<scalar_t, acc_t> v(s, t);
-    size_buffers(buf, N);
-    buf.xs.resize(2 * kChunk * S);
-    buf.dA.assign(S, acc_t(0));
-    // constant B/C: (state, lane); variable: this task's (L, N) slice
-    acc_t* dB = s.var_B ? dB_p + (((t.b * s.groups + t.g) * bpg + t.block) * L) * N : nullptr;
-    acc_t* dC = s.var_C ? dC_p + (((t.b * s.groups + t.g) * bpg + t.block) * L) * N : nullptr;
-    if (!s.var_B) buf.dB.assign(S, acc_t(0));
-    if (!s.var_C) buf.dC.assign(S, acc_t(0));
-    v.load_parameters(buf);
-    buf.dD.assign(kLanes, acc_t(0));
-    buf.dbias.assign(kLanes, acc_t(0));
-    std::fill(buf.h.begin(), buf.h.end(), acc_t(0));
-    for (int64_t k = chunks - 1; k >= 0; --k) {
-      const int64_t l0 = k * kChunk, len = std::min(kChunk, L - l0);
-      v.load_inputs(l0, len, buf);
-      // recompute the chunk's states from its checkpoint
-      for (int64_t c = 0; c < kLanes; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-          buf.x[n * kLanes + c] =
-              c < t.nc ? ckpt_p[(((t.b * s.dim + t.c0 + c) * chunks) + k) * N + n] : acc_t(0);
+  for_each_task<Buffers<acc_t>>(
+      static_cast<int64_t>(ts.size()), work, [&](int64_t i, Buffers<acc_t>& buf) {
+        const Task& t = ts[i];
+        const TaskView<scalar_t, acc_t> v(s, t);
+        size_buffers(buf, N);
+        buf.xs.resize(2 * kChunk * S);
+        buf.dA.assign(S, acc_t(0));
+        // constant B/C: (state, lane); variable: this task's (L, N) slice
+        acc_t* dB = s.var_B ? dB_p + (((t.b * s.groups + t.g) * bpg + t.block) * L) * N : nullptr;
+        acc_t* dC = s.var_C ? dC_p + (((t.b * s.groups + t.g) * bpg + t.block) * L) * N : nullptr;
+        if (!s.var_B) buf.dB.assign(S, acc_t(0));
+        if (!s.var_C) buf.dC.assign(S, acc_t(0));
+        v.load_parameters(buf);
+        buf.dD.assign(kLanes, acc_t(0));
+        buf.dbias.assign(kLanes, acc_t(0));
+        std::fill(buf.h.begin(), buf.h.end(), acc_t(0));
+        for (int64_t k = chunks - 1; k >= 0; --k) {
+          const int64_t l0 = k * kChunk, len = std::min(kChunk, L - l0);
+          v.load_inputs(l0, len, buf);
+          // recompute the chunk's states from its checkpoint
+          for (int64_t c = 0; c < kLanes; ++c) {
+            for (int64_t n = 0; n < N; ++n) {
+              buf.x[n * kLanes + c] =
+                  c < t.nc ? ckpt_p[(((t.b * s.dim + t.c0 + c) * chunks) + k) * N + n] : acc_t(0);
+            }
+          }
+          run_chunk(v, q, l0, len, buf, buf.xs.data(), [](int64_t) {});
+          // dy and dz from dout
+          load_tile(dout_p + (t.b * s.dim + t.c0) * L + l0, L, t.nc, len, buf.dout.data());
+          if (v.z) load_tile(v.z + l0, L, t.nc, len, buf.z.data());
+          std::fill(buf.ddt.begin(), buf.ddt.end(), acc_t(0));
+          output_grad_tile(buf.dout.data(), buf.y.data(), buf.u.data(),
+                           v.z ? buf.z.data() : nullptr, buf.Dl.data(), buf.dz.data(),
+                           buf.du.data(), buf.dD.data());
+          for (int64_t l = len - 1; l >= 0; --l) {
+            const int64_t gl = l0 + l;
+            if (q.end_of[gl] >= 0) {  // the gradient of the sequence's last state
+              const int64_t gs = v.global_seq(q.end_of[gl]);
+              if (dlast_p)
+                load_lanes(dlast_p + (gs * s.dim + t.c0) * N, N, t.nc, buf.h.data());
+              else
+                std::fill(buf.h.begin(), buf.h.end(), acc_t(0));
+            }
+            run_step_back(s, N, buf.dt.data() + l * kLanes, buf.u.data() + l * kLanes, buf.A.data(),
+                          v.B_at(buf, gl), v.C_at(buf, gl), buf.xs.data() + 2 * l * S,
+                          buf.xs.data() + (2 * l + 1) * S, buf.dout.data() + l * kLanes,
+                          buf.h.data(), buf.ddt.data() + l * kLanes, buf.du.data() + l * kLanes,
+                          buf.dA.data(), s.var_B ? dB + gl * N : buf.dB.data(),
+                          s.var_C ? dC + gl * N : buf.dC.data());
+            if (q.start_of[gl] >= 0) {  // h is now the gradient of the sequence's initial state
+              const int64_t gs = v.global_seq(q.start_of[gl]);
+              store_lanes(buf.h.data(), N, t.nc, dinit_p + (gs * s.dim + t.c0) * N);
+            }
+          }
+          // ddelta from ddt through softplus; delta_bias's gradient is its sum
+          delta_grad_tile(buf.ddt.data(), buf.pre.data(), s.softplus, buf.dbias.data());
+          const int64_t row = (t.b * s.dim + t.c0) * L + l0;
+          store_tile(buf.du.data(), t.nc, len, du_p + row, L);
+          store_tile(buf.ddt.data(), t.nc, len, ddelta_p + row, L);
+          if (dz_p) store_tile(buf.dz.data(), t.nc, len, dz_p + row, L);
         }
-      }
-      run_chunk(v, q, l0, len, buf, buf.xs.data(), [](int64_t) {});
-      // dy and dz from dout
-      load_tile(dout_p + (t.b * s.dim + t.c0) * L + l0, L, t.nc, len, buf.dout.data());
-      if (v.z) load_tile(v.z + l0, L, t.nc, len, buf.z.data());
-      std::fill(buf.ddt.begin(), buf.ddt.end(), acc_t(0));
-      output_grad_tile(buf.dout.data(), buf.y.data(), buf.u.data(), v.z ? buf.z.data() : nullptr,
-                       buf.Dl.data(), buf.dz.data(), buf.du.data(), buf.dD.data());
-      for (int64_t l = len - 1; l >= 0; --l) {
-        const int64_t gl = l0 + l;
-        if (q.end_of[gl] >= 0) {  // the gradient of the sequence's last state
-          const int64_t gs = v.global_seq(q.end_of[gl]);
-          if (dlast_p) load_lanes(dlast_p + (gs * s.dim + t.c0) * N, N, t.nc, buf.h.data());
-          else std::fill(buf.h.begin(), buf.h.end(), acc_t(0));
+        store_lanes(buf.dA.data(), N, t.nc, dA_p + (t.b * s.dim + t.c0) * N);
+        if (!s.var_B) store_lanes(buf.dB.data(), N, t.nc, dB_p + (t.b * s.dim + t.c0) * N);
+        if (!s.var_C) store_lanes(buf.dC.data(), N, t.nc, dC_p + (t.b * s.dim + t.c0) * N);
+        for (int64_t c = 0; c < t.nc; ++c) {
+          dD_p[t.b * s.dim + t.c0 + c] = buf.dD[c];
+          dbias_p[t.b * s.dim + t.c0 + c] = buf.dbias[c];
         }
-        run_step_back(s, N, buf.dt.data() + l * kLanes, buf.u.data() + l * kLanes, buf.A.data(),
-                      v.B_at(buf, gl), v.C_at(buf, gl), buf.xs.data() + 2 * l * S,
-                      buf.xs.data() + (2 * l + 1) * S, buf.dout.data() + l * kLanes, buf.h.data(),
-                      buf.ddt.data() + l * kLanes, buf.du.data() + l * kLanes, buf.dA.data(),
-                      s.var_B ? dB + gl * N : buf.dB.data(), s.var_C ? dC + gl * N : buf.dC.data());
-        if (q.start_of[gl] >= 0) {  // h is now the gradient of the sequence's initial state
-          const int64_t gs = v.global_seq(q.start_of[gl]);
-          store_lanes(buf.h.data(), N, t.nc, dinit_p + (gs * s.dim + t.c0) * N);
-        }
-      }
-      // ddelta from ddt through softplus; delta_bias's gradient is its sum
-      delta_grad_tile(buf.ddt.data(), buf.pre.data(), s.softplus, buf.dbias.data());
-      const int64_t row = (t.b * s.dim + t.c0) * L + l0;
-      store_tile(buf.du.data(), t.nc, len, du_p + row, L);
-      store_tile(buf.ddt.data(), t.nc, len, ddelta_p + row, L);
-      if (dz_p) store_tile(buf.dz.data(), t.nc, len, dz_p + row, L);
-    }
-    store_lanes(buf.dA.data(), N, t.nc, dA_p + (t.b * s.dim + t.c0) * N);
-    if (!s.var_B) store_lanes(buf.dB.data(), N, t.nc, dB_p + (t.b * s.dim + t.c0) * N);
-    if (!s.var_C) store_lanes(buf.dC.data(), N, t.nc, dC_p + (t.b * s.dim + t.c0) * N);
-    for (int64_t c = 0; c < t.nc; ++c) {
-      dD_p[t.b * s.dim + t.c0 + c] = buf.dD[c];
-      dbias_p[t.b * s.dim + t.c0 + c] = buf.dbias[c];
-    }
-  });
+      });
   empty_sequences(s, q, dlast, dinit);
 }
 
@@ -631,8 +647,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_forward_cpu(
     const at::Tensor& C, const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
     const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
     const std::optional<at::Tensor>& initial_state, const std::optional<at::Tensor>& cu_seqlens) {
-  const Scan s = prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                              cu_seqlens);
+  const Scan s =
+      prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, cu_seqlens);
   const auto acc = s.A.options();
   at::Tensor out = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor last = at::empty({s.nseq, s.dim, s.dstate}, acc);
@@ -652,8 +668,8 @@ selective_scan_backward_cpu(const at::Tensor& dout, const std::optional<at::Tens
                             const std::optional<at::Tensor>& initial_state,
                             const std::optional<at::Tensor>& cu_seqlens,
                             const at::Tensor& checkpoints) {
-  const Scan s = prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                              cu_seqlens);
+  const Scan s =
+      prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, cu_seqlens);
   const auto acc = s.A.options();
   TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type(),
               "selective_scan backward: dout must have u's shape and dtype");
@@ -663,8 +679,8 @@ selective_scan_backward_cpu(const at::Tensor& dout, const std::optional<at::Tens
   at::Tensor dlast;
   if (dlast_state.has_value() && dlast_state->defined()) {
     TORCH_CHECK(dlast_state->sizes() == at::IntArrayRef({s.nseq, s.dim, s.dstate}),
-                "selective_scan backward: dlast_state must have shape (", s.nseq, ", ", s.dim,
-                ", ", s.dstate, "), but got ", dlast_state->sizes());
+                "selective_scan backward: dlast_state must have shape (", s.nseq, ", ", s.dim, ", ",
+                s.dstate, "), but got ", dlast_state->sizes());
     dlast = dlast_state->to(s.A.scalar_type()).contiguous();
   }
   const at::Tensor g = dout.contiguous(), ck = checkpoints.contiguous();
@@ -716,8 +732,8 @@ namespace {
 
 // One row of the state: s = s * exp(dt A) + dt B x in place; returns sum s C.
 template <typename state_t, typename acc_t>
-KZ_ALWAYS_INLINE acc_t update_row_impl(state_t* __restrict__ row, const acc_t* __restrict__ A,
-                                       const acc_t* __restrict__ B, const acc_t* __restrict__ C,
+KZ_ALWAYS_INLINE acc_t update_row_impl(state_t* KZ_RESTRICT row, const acc_t* KZ_RESTRICT A,
+                                       const acc_t* KZ_RESTRICT B, const acc_t* KZ_RESTRICT C,
                                        acc_t dt, acc_t x, int64_t N) {
   acc_t y = 0;
   for (int64_t n = 0; n < N; ++n) {
@@ -728,8 +744,8 @@ KZ_ALWAYS_INLINE acc_t update_row_impl(state_t* __restrict__ row, const acc_t* _
   return y;
 }
 
-KZ_CPU_CLONES float update_row(float* row, const float* A, const float* B, const float* C,
-                               float dt, float x, int64_t N) {
+KZ_CPU_CLONES float update_row(float* row, const float* A, const float* B, const float* C, float dt,
+                               float x, int64_t N) {
   return update_row_impl(row, A, B, C, dt, x, N);
 }
 template <typename state_t, typename acc_t>
@@ -786,9 +802,8 @@ at::Tensor selective_state_update_cpu(const at::Tensor& state, const at::Tensor&
   at::Tensor out = at::empty(su.x.sizes(), su.x.options());
   KZ_DISPATCH_FLOATING_TYPES(su.x.scalar_type(), "selective_state_update", [&] {
     using x_t = scalar_t;
-    KZ_DISPATCH_FLOATING_TYPES(state.scalar_type(), "selective_state_update", [&] {
-      state_update_cpu<x_t, scalar_t>(su, out);
-    });
+    KZ_DISPATCH_FLOATING_TYPES(state.scalar_type(), "selective_state_update",
+                               [&] { state_update_cpu<x_t, scalar_t>(su, out); });
   });
   out = out.to(x.scalar_type());
   return su.heads ? out : out.squeeze(1);
@@ -799,6 +814,7 @@ at::Tensor selective_state_update_cpu(const at::Tensor& state, const at::Tensor&
 
 TORCH_LIBRARY_IMPL(kernelzoo, CPU, m) {
   m.impl("selective_scan_forward", &kernelzoo::selective_scan_detail::selective_scan_forward_cpu);
-  m.impl("_selective_scan_backward", &kernelzoo::selective_scan_detail::selective_scan_backward_cpu);
+  m.impl("_selective_scan_backward",
+         &kernelzoo::selective_scan_detail::selective_scan_backward_cpu);
   m.impl("selective_state_update", &kernelzoo::selective_scan_detail::selective_state_update_cpu);
 }
