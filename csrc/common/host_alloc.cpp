@@ -1,6 +1,7 @@
 #include "host_alloc.h"
 
 #include <ATen/EmptyTensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/core/CPUAllocator.h>
 
 #include <cstdlib>
@@ -110,6 +111,12 @@ at::Tensor empty_cpu_output(at::IntArrayRef sizes, const at::TensorOptions& opti
   return at::detail::empty_generic(sizes, &g_allocator,
                                    c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    c10::typeMetaToScalarType(options.dtype()), memory_format);
+}
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return options.device().is_cpu()
+             ? empty_cpu_output(sizes, options, at::MemoryFormat::Contiguous)
+             : at::empty(sizes, options);
 }
 
 }  // namespace kernelzoo

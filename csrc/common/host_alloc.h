@@ -17,4 +17,8 @@ namespace kernelzoo {
 at::Tensor empty_cpu_output(at::IntArrayRef sizes, const at::TensorOptions& options,
                             at::MemoryFormat memory_format);
 
+// An uninitialised contiguous output, gradient or scratch buffer: on the CPU
+// from empty_cpu_output, elsewhere at::empty.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options);
+
 }  // namespace kernelzoo

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "../../common/dtype_names.h"
+#include "../../common/host_alloc.h"
 #include "../../common/library.h"
 #include "flash_attn_args.h"
 
@@ -204,18 +205,18 @@ Forward prepare(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor
   set_strides(f.v, varlen, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
   std::vector<int64_t> out_sizes(f.q.sizes().begin(), f.q.sizes().end());
   out_sizes.back() = p.headdim_v;
-  f.out = at::empty(out_sizes, f.q.options());
+  f.out = empty_output(out_sizes, f.q.options());
   set_strides(f.out, varlen, p.o_batch_stride, p.o_row_stride, p.o_head_stride);
   // float32 as flash-attn's; float64 for float64 inputs, so that their backward,
   // which recomputes the probabilities from it, keeps float64 precision.
   const auto lse_options =
       f.q.options().dtype(f.q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
   if (varlen) {
-    f.lse = at::empty({p.nheads, f.q.size(0)}, lse_options);
+    f.lse = empty_output({p.nheads, f.q.size(0)}, lse_options);
     p.lse_batch_stride = 0;
     p.lse_head_stride = f.q.size(0);
   } else {
-    f.lse = at::empty({p.batch, p.nheads, p.seqlen_q}, lse_options);
+    f.lse = empty_output({p.batch, p.nheads, p.seqlen_q}, lse_options);
     p.lse_batch_stride = p.nheads * p.seqlen_q;
     p.lse_head_stride = p.seqlen_q;
   }
@@ -266,9 +267,9 @@ Backward prepare_backward(const at::Tensor& dout, const at::Tensor& q, const at:
   b.f.out = rows_contiguous(out);
   b.f.lse = lse.contiguous();
   b.dout = rows_contiguous(dout);
-  b.dq = at::empty(f.q.sizes(), f.q.options());
-  b.dk = at::empty(f.k.sizes(), f.k.options());
-  b.dv = at::empty(f.v.sizes(), f.v.options());
+  b.dq = empty_output(f.q.sizes(), f.q.options());
+  b.dk = empty_output(f.k.sizes(), f.k.options());
+  b.dv = empty_output(f.v.sizes(), f.v.options());
   return b;
 }
 

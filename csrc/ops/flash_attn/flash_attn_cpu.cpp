@@ -46,6 +46,7 @@
 #include "../../common/cpu_math.h"
 #include "../../common/cpu_vec.h"
 #include "../../common/dispatch.h"
+#include "../../common/host_alloc.h"
 #include "../../common/parallel.h"
 #include "flash_attn_args.h"
 #include "flash_attn_math.h"
@@ -341,11 +342,11 @@ std::vector<std::pair<int64_t, int64_t>> query_blocks(const FlashParams& p) {
 // then transposes the block it needs.
 template <typename acc_t>
 struct KeysT {
-  std::vector<acc_t> data;
+  at::Tensor data;  // from the large-buffer cache (host_alloc.h): no page faults on reuse
   int64_t ld = 0;   // keys per head: seqlen_k (dense) or total_k (varlen)
   int64_t dim = 0;  // rows per head: the head dimension
   const acc_t* head(const FlashParams& p, int64_t kb, int64_t hk) const {
-    return data.data() + (kb * p.nheads_k + hk) * dim * ld;
+    return data.const_data_ptr<acc_t>() + (kb * p.nheads_k + hk) * dim * ld;
   }
 };
 
@@ -360,7 +361,9 @@ KeysT<acc_t> transpose_heads(const FlashParams& p, const Forward& f, const at::T
   kt.ld = t.size(f.varlen ? 0 : 1);
   kt.dim = dim;
   const int64_t Hk = p.nheads_k;
-  kt.data.resize(std::max<int64_t>(kv_batches * Hk * dim * kt.ld, 1));
+  kt.data = empty_output({std::max<int64_t>(kv_batches * Hk * dim * kt.ld, 1)},
+                         t.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  acc_t* dst = kt.data.template mutable_data_ptr<acc_t>();
   const scalar_t* src = t.const_data_ptr<scalar_t>();
   const int64_t chunks = (kt.ld + kBlockK - 1) / kBlockK;
   for_each_task<int>(kv_batches * Hk * chunks, kv_batches * Hk * kt.ld * dim,
@@ -368,7 +371,7 @@ KeysT<acc_t> transpose_heads(const FlashParams& p, const Forward& f, const at::T
     const int64_t c = task % chunks, head = task / chunks, kb = head / Hk, hk = head % Hk;
     const int64_t j0 = c * kBlockK, n = std::min(kBlockK, kt.ld - j0);
     load_tile_transposed(src + kb * batch_stride + j0 * row_stride + hk * head_stride, row_stride,
-                         n, dim, kt.data.data() + head * dim * kt.ld + j0, kt.ld);
+                         n, dim, dst + head * dim * kt.ld + j0, kt.ld);
   });
   return kt;
 }

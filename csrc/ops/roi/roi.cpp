@@ -142,14 +142,6 @@ void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& gr
               " and argmax on ", argmax.device());
 }
 
-// An uninitialised contiguous output (or gradient): on CPU from the
-// large-buffer allocator (common/host_alloc.h).
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  return options.device().is_cpu()
-             ? empty_cpu_output(sizes, options, at::MemoryFormat::Contiguous)
-             : at::empty(sizes, options);
-}
-
 }  // namespace
 
 Forward prepare_forward(RoiOp op, const at::Tensor& input, const at::Tensor& rois,
