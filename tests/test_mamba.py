@@ -210,3 +210,41 @@ def test_generate_bad_arguments():
         ours.generate(ids, 2, do_sample=True, top_p=1.5)
     with pytest.raises(ValueError, match="input_ids"):
         ours.generate(torch.ones(1, 0, dtype=torch.long), 2)
+
+
+# --------------------------------------------------------------------------- kernelzoo generate
+
+
+def test_cli_generate_greedy_equals_model(capsys, tmp_path):
+    import json
+
+    from kernelzoo.cli import main
+    from kernelzoo.plugins.mamba.pretrained import save_pretrained
+
+    torch.manual_seed(11)
+    model = kernelzoo.create_model("mamba-test").eval()
+    save_pretrained(model, tmp_path / "ckpt")
+    want = model.generate(torch.tensor([[5, 6, 7]]), 12)[0, 3:].tolist()
+    assert main(["generate", "mamba-test", "--pretrained", str(tmp_path / "ckpt"),
+                 "--prompt-ids", "5", "6", "7", "--max-new-tokens", "12", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["new_tokens"] == want
+    assert out["tokens_per_second"] > 0
+    assert main(["generate", "mamba-test", "--pretrained", str(tmp_path / "ckpt"),
+                 "--prompt-ids", "5", "6", "7", "--max-new-tokens", "12"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0] == " ".join(map(str, want))
+    assert "tokens/s" in text[1]
+
+
+def test_cli_generate_errors(capsys):
+    from kernelzoo.cli import main
+
+    assert main(["generate", "mamba-test", "--prompt-ids", "1", "64"]) == 2
+    assert "vocab_size 64" in capsys.readouterr().err
+    assert main(["generate", "mamba-test", "--prompt-ids", "1", "--top-p", "0"]) == 2
+    assert "--top-p" in capsys.readouterr().err
+    assert main(["generate", "bert-test", "--prompt-ids", "1"]) == 2
+    assert "not a generative model" in capsys.readouterr().err
+    assert main(["generate", "mamba-test", "--prompt-ids", "1", "--pretrained", "/nonexistent"]) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err
