@@ -248,3 +248,17 @@ def test_cli_generate_errors(capsys):
     assert "not a generative model" in capsys.readouterr().err
     assert main(["generate", "mamba-test", "--prompt-ids", "1", "--pretrained", "/nonexistent"]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
+
+
+def test_bfloat16_generation_float32_states():
+    ours, _ = pair(12)
+    ours = ours.to(torch.bfloat16)
+    ids = torch.randint(1, 64, (2, 6))
+    logits, states = ours.prefill(ids)
+    assert all(s.dtype == torch.float32 for _, s in states)
+    with torch.no_grad():
+        full = ours(ids).logits[:, -1]
+    torch.testing.assert_close(logits, full, rtol=0.02, atol=0.02)
+    out = ours.generate(ids, 10)
+    assert out.shape == (2, 16) and torch.equal(out[:, :6], ids)
+    assert torch.equal(out[:, 6], full.argmax(-1))
