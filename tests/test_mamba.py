@@ -262,3 +262,18 @@ def test_bfloat16_generation_float32_states():
     out = ours.generate(ids, 10)
     assert out.shape == (2, 16) and torch.equal(out[:, :6], ids)
     assert torch.equal(out[:, 6], full.argmax(-1))
+
+
+def test_generate_eos_and_zero_tokens():
+    ours, _ = pair(13)
+    ids = torch.randint(1, 64, (2, 4))
+    assert torch.equal(ours.generate(ids, 0), ids)
+    full = ours.generate(ids, 12)
+    eos = int(full[0, 6])                      # sequence 0's third new token
+    out = ours.generate(ids, 12, eos_token_id=eos)
+    row = full[0].tolist()
+    first = row.index(eos, 4)                  # where sequence 0 first produces it
+    assert torch.equal(out[0, :first + 1], full[0, :first + 1])
+    assert (out[0, first:] == eos).all()       # then only eos
+    one = ours.generate(ids[:1], 12, eos_token_id=eos)
+    assert one.shape[1] == first + 1           # stops once every sequence is done
