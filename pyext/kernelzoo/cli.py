@@ -454,6 +454,76 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from kernelzoo.registry import (PluginError, UnknownModelError, _describe_exception,
+                                    create_model, model_config)
+
+    problem = _check_counts(max_new_tokens=(args.max_new_tokens, 0), top_k=(args.top_k, 1),
+                            threads=(args.threads, 1), seed=(args.seed, 0))
+    if problem:
+        return _fail("generate", problem)
+    if not args.prompt_ids:
+        return _fail("generate", "--prompt-ids needs at least one token id")
+    if any(t < 0 for t in args.prompt_ids):
+        return _fail("generate", "--prompt-ids must be token ids >= 0")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        return _fail("generate", f"--temperature must be a finite number > 0, got "
+                                 f"{args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        return _fail("generate", f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.pretrained is not None and not os.path.isdir(args.pretrained):
+        return _fail("generate", f"--pretrained {args.pretrained!r} is not a checkpoint folder")
+    import torch
+
+    try:
+        with _plain_warnings():
+            config = model_config(args.model)   # validates the name, imports only its family
+    except (UnknownModelError, PluginError) as e:
+        return _fail("generate", e)
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and max(args.prompt_ids) >= vocab:
+        return _fail("generate", f"--prompt-ids: token id {max(args.prompt_ids)} is not below "
+                                 f"{args.model}'s vocab_size {vocab}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        with _plain_warnings():
+            torch.manual_seed(args.seed)
+            model = create_model(args.model, pretrained=args.pretrained)
+    except (FileNotFoundError, ValueError) as e:
+        return _fail("generate", f"{args.model}: {e}", 1)
+    except (UnknownModelError, PluginError) as e:
+        return _fail("generate", e)
+    if not callable(getattr(model, "generate", None)):
+        return _fail("generate", f"{args.model} is not a generative model (no generate method)")
+    if args.dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    ids = torch.tensor([args.prompt_ids], dtype=torch.long)
+    try:
+        out = model.eval().generate(ids, args.max_new_tokens, do_sample=args.do_sample,
+                                    temperature=args.temperature, top_k=args.top_k,
+                                    top_p=args.top_p, seed=args.seed, return_dict=True)
+    except Exception as e:
+        return _fail("generate", f"generating with {args.model} failed: "
+                                 f"{_describe_exception(e)}", 1)
+    tokens = out.new_tokens[0].tolist()
+    result = {"model": args.model, "pretrained": args.pretrained, "dtype": args.dtype,
+              "prompt_ids": args.prompt_ids, "new_tokens": tokens,
+              "do_sample": args.do_sample, "seed": args.seed,
+              "prefill_seconds": out.prefill_seconds, "decode_seconds": out.decode_seconds,
+              "tokens_per_second": out.tokens_per_second}
+    if args.json:
+        _print_json(result)
+        return 0
+    print(" ".join(map(str, tokens)))
+    tps = out.tokens_per_second
+    rate = f"{tps:.1f} tokens/s" if math.isfinite(tps) else "n/a tokens/s"
+    print(f"{args.model} ({args.dtype}{', ' + args.pretrained if args.pretrained else ''}): "
+          f"{len(tokens)} new tokens after a {len(args.prompt_ids)}-token prompt; prefill "
+          f"{out.prefill_seconds * 1e3:.1f} ms, decoding {rate}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line (and a pointer to --help)."""
 
@@ -520,6 +590,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.add_argument("--json", action="store_true", help="print the matrix as JSON")
     e.set_defaults(func=_cmd_embed)
+
+    g = sub.add_parser("generate", help="generate tokens with a language model (mamba), "
+                                        "with a tokens/s readout")
+    g.add_argument("model", help="model name, e.g. mamba-130m")
+    g.add_argument("--pretrained", metavar="PATH",
+                   help="a checkpoint folder to load (default: random weights)")
+    g.add_argument("--prompt-ids", type=int, nargs="+", required=True, metavar="ID",
+                   help="the prompt's token ids")
+    g.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate")
+    g.add_argument("--do-sample", action="store_true", help="sample (default: greedy)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--seed", type=int, default=0, help="seed of the weights and the sampling")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="weights' dtype (the SSM state stays float32)")
+    g.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.set_defaults(func=_cmd_generate)
     return p
 
 

@@ -1,0 +1,203 @@
+"""Loading Hugging Face Mamba checkpoint folders into :class:`MambaForCausalLM`.
+
+A folder holds ``config.json`` (Hugging Face's ``MambaConfig``, ``model_type``
+``"mamba"``) and the weights, ``model.safetensors`` (read with
+``safetensors``) or else ``pytorch_model.bin`` (``torch.load(weights_only=True)``).
+
+Key names are ``MambaForCausalLM``'s. ``lm_head.weight`` is tied to
+``backbone.embeddings.weight``: a checkpoint may leave it out (transformers'
+``save_pretrained`` does); if present it must equal the embeddings. The key
+``backbone.embedding.weight`` of older checkpoints reads as
+``backbone.embeddings.weight`` (as transformers' load hook does). Any other key
+the model does not have is an error, as is a key it has but the checkpoint
+lacks, or a shape that differs: each names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import torch
+
+from .model import MambaConfig, MambaForCausalLM
+
+__all__ = ["CheckpointError", "read_config", "config_from_hf", "check_config",
+           "read_state_dict", "convert_state_dict", "load_pretrained", "from_pretrained",
+           "save_pretrained", "ARCHITECTURE_KEYS"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder does not fit the model (a ``ValueError``)."""
+
+
+#: Config fields that change the architecture: a checkpoint's config must agree
+#: with the preset on these (``time_step_rank`` compared once resolved).
+ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "state_size", "num_hidden_layers",
+                     "expand", "conv_kernel", "time_step_rank", "use_bias", "use_conv_bias",
+                     "hidden_act", "residual_in_fp32", "layer_norm_epsilon")
+
+_TIED = "lm_head.weight"
+_EMBED = "backbone.embeddings.weight"
+
+
+def _files(path: str) -> tuple[str, str]:
+    """(config.json, weights file) of a checkpoint folder."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path!r} is not a folder (a checkpoint folder holds "
+                                f"config.json and model.safetensors or pytorch_model.bin)")
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"{path!r} has no config.json")
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        weights = os.path.join(path, name)
+        if os.path.isfile(weights):
+            return config, weights
+    raise FileNotFoundError(f"{path!r} has neither model.safetensors nor pytorch_model.bin")
+
+
+def read_config(path: str) -> dict:
+    """The folder's ``config.json`` as a dict."""
+    config_path = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{os.fspath(path)!r} has no config.json")
+    with open(config_path, encoding="utf-8") as f:
+        try:
+            config = json.load(f)
+        except ValueError as e:
+            raise CheckpointError(f"{config_path}: not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object")
+    return config
+
+
+def config_from_hf(hf: dict, **overrides) -> MambaConfig:
+    """A :class:`MambaConfig` from a Hugging Face config dict (unknown keys are
+    ignored), with ``overrides``."""
+    model_type = hf.get("model_type", "mamba")
+    if model_type != "mamba":
+        raise CheckpointError(f"config.json: model_type is {model_type!r}; the mamba family "
+                              f"loads model_type 'mamba'")
+    fields = {f.name for f in dataclasses.fields(MambaConfig)}
+    kwargs = {k: v for k, v in hf.items() if k in fields and v is not None}
+    unknown = [k for k in overrides if k not in fields]
+    if unknown:
+        raise TypeError(f"unknown override(s) {', '.join(map(repr, unknown))}; valid keys: "
+                        f"{', '.join(sorted(fields))}")
+    kwargs.update(overrides)
+    try:
+        return MambaConfig(**kwargs)
+    except ValueError as e:
+        raise CheckpointError(f"config.json: {e}") from None
+
+
+def check_config(config: MambaConfig, hf: dict, what: str = "the model") -> None:
+    """Raises :class:`CheckpointError` naming the first architecture key on
+    which the checkpoint's config ``hf`` and ``config`` disagree."""
+    checkpoint = config_from_hf(hf)
+    for key in ARCHITECTURE_KEYS:
+        get = (lambda c: c.dt_rank) if key == "time_step_rank" else (lambda c: getattr(c, key))
+        ours, theirs = get(config), get(checkpoint)
+        if ours != theirs:
+            raise CheckpointError(
+                f"config.json does not match {what}: {key} is {theirs!r} in config.json but "
+                f"{ours!r} in {what} (use kernelzoo.from_pretrained(path) to build the model "
+                f"from the checkpoint's own config)")
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of the folder's ``model.safetensors`` (else ``pytorch_model.bin``)."""
+    _, weights = _files(path)
+    if weights.endswith(".safetensors"):
+        from safetensors.torch import load_file  # a dependency of this plugin only
+
+        return load_file(weights, device="cpu")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with ``MambaForCausalLM``'s key names (``embedding.`` ->
+    ``embeddings.``) and ``lm_head.weight`` filled in from the embeddings when absent."""
+    out = {}
+    for k, v in state.items():
+        if k == "backbone.embedding.weight":
+            k = _EMBED
+        out[k] = v
+    if _TIED not in out and _EMBED in out:
+        out[_TIED] = out[_EMBED]
+    return out
+
+
+def load_state_dict(model: MambaForCausalLM, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copies ``state`` (converted) into ``model``, with an error naming the key
+    for a missing or unexpected key, a wrong shape or untied head."""
+    state = convert_state_dict(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise CheckpointError(
+            f"{where}: unexpected key {unexpected[0]!r} (not in the model" +
+            (f"; {len(unexpected)} unexpected keys in all" if len(unexpected) > 1 else "") +
+            "); does config.json describe these weights?")
+    if missing:
+        raise CheckpointError(
+            f"{where}: missing key {missing[0]!r}" +
+            (f" ({len(missing)} missing keys in all)" if len(missing) > 1 else ""))
+    for k, t in own.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise CheckpointError(f"{where}: key {k!r} has shape {tuple(state[k].shape)} in the "
+                                  f"checkpoint but {tuple(t.shape)} in the model")
+        if not state[k].is_floating_point():
+            raise CheckpointError(f"{where}: key {k!r} has dtype {state[k].dtype}, expected a "
+                                  f"floating-point tensor")
+    if state[_TIED] is not state[_EMBED] and not torch.equal(state[_TIED], state[_EMBED]):
+        raise CheckpointError(f"{where}: key {_TIED!r} differs from {_EMBED!r}; the mamba "
+                              f"family ties the output head to the embeddings")
+    state = dict(state)
+    del state[_TIED]
+    result = model.load_state_dict(state, strict=False)
+    assert list(result.missing_keys) in ([], [_TIED]) and not result.unexpected_keys, result
+
+
+def load_pretrained(model: MambaForCausalLM, path: Any) -> MambaForCausalLM:
+    """Loads the checkpoint folder ``path`` into ``model`` (the family's
+    ``load_pretrained`` hook): its config must match ``model.config`` on
+    :data:`ARCHITECTURE_KEYS`, its keys and shapes the model's."""
+    path = os.fspath(path)
+    if not isinstance(model, MambaForCausalLM):
+        raise TypeError(f"load_pretrained expects a mamba MambaForCausalLM, got "
+                        f"{type(model).__name__}")
+    _, weights = _files(path)
+    check_config(model.config, read_config(path), what="the model's preset")
+    load_state_dict(model, read_state_dict(path), weights)
+    return model
+
+
+def from_pretrained(path: Any, **overrides) -> MambaForCausalLM:
+    """A :class:`MambaForCausalLM` built from the folder's ``config.json`` (with
+    ``overrides``) holding its weights."""
+    path = os.fspath(path)
+    _, weights = _files(path)
+    model = MambaForCausalLM(config_from_hf(read_config(path), **overrides))
+    load_state_dict(model, read_state_dict(path), weights)
+    return model
+
+
+def save_pretrained(model: MambaForCausalLM, path: Any) -> None:
+    """Writes ``config.json`` and ``model.safetensors`` (without the tied
+    ``lm_head.weight``, as transformers does) into the folder ``path``."""
+    from safetensors.torch import save_file
+
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(model.config.to_hf_dict(), f, indent=2)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != _TIED}
+    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
