@@ -282,16 +282,17 @@ def test_train_cli(tmp_path):
 def test_inference_path_equals_autograd_path():
     """CPU inference runs the linear layers through oneDNN with fused bias and
     GELU; with autograd on, plain F.linear. Same results (float32)."""
+    from kernelzoo.nn.inference import onednn_linear_ok
     from kernelzoo.plugins.bert import model as bert_model
 
     ours, _ = pair(seed=8)
     ids, mask, types = batch([12, 3, 9], seed=11)
     x = torch.randn(5, 32)
     with torch.no_grad():
-        assert bert_model._onednn_ok(x, ours.pooler.dense.weight) == \
+        assert onednn_linear_ok(x, ours.pooler.dense.weight) == \
             torch.backends.mkldnn.is_available()
         fast = ours(ids, mask, types)
-    assert not bert_model._onednn_ok(x, ours.pooler.dense.weight)   # grad enabled
+    assert not onednn_linear_ok(x, ours.pooler.dense.weight)   # grad enabled
     slow = ours(ids, mask, types)
     assert slow.last_hidden_state.requires_grad
     torch.testing.assert_close(fast.last_hidden_state, slow.last_hidden_state.detach(),

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kernelzoo.nn.inference import onednn_linear, onednn_linear_ok
 from kernelzoo.ops import flash_attn_varlen_func
 
 __all__ = ["BertConfig", "BertModel", "BertOutput", "ACTIVATIONS"]
@@ -52,27 +53,16 @@ _POST_OPS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"),
              "relu": ("relu", "")}
 
 
-def _onednn_ok(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`_linear` may use oneDNN's fused linear: inference (no
-    autograd graph to record: the op has no derivative), eager mode, CPU,
-    float32 or bfloat16."""
-    return (not torch.compiler.is_compiling() and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == weight.dtype
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
 def _linear(x: Tensor, layer: nn.Linear, act: Optional[str] = None) -> Tensor:
-    """``act(layer(x))`` for 2-D ``x``. In CPU inference this is one oneDNN call with
-    the bias and the activation fused into the matrix product: about twice as fast
-    as ``addmm`` for BERT's shapes in float32 on this project's CPUs (measured;
-    same float32 arithmetic, another summation order). Elsewhere (autograd,
-    torch.compile, other devices) the plain ``F.linear``."""
+    """``act(layer(x))`` for 2-D ``x``. In CPU inference (:mod:`kernelzoo.nn.inference`)
+    this is one oneDNN call with the bias and the activation fused into the
+    matrix product: about twice as fast as ``addmm`` for BERT's shapes in
+    float32 on this project's CPUs (measured; same float32 arithmetic, another
+    summation order). Elsewhere (autograd, torch.compile, other devices) the
+    plain ``F.linear``."""
     post = _POST_OPS.get(act, ("none", "")) if act is not None else ("none", "")
-    if _onednn_ok(x, layer.weight) and (act is None or act in _POST_OPS):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, post[0], [],
-                                                  post[1])
+    if onednn_linear_ok(x, layer.weight) and (act is None or act in _POST_OPS):
+        return onednn_linear(x, layer.weight, layer.bias, *post)
     y = F.linear(x, layer.weight, layer.bias)
     return ACTIVATIONS[act](y) if act is not None else y
 

@@ -18,22 +18,21 @@ checkpoint lacks, or a shape that differs: each names the key.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from typing import Any
 
 import torch
+
+from kernelzoo.checkpoints import (CheckpointError, config_from_dict, read_config,
+                                   read_state_dict)
+from kernelzoo.checkpoints import check_config as check_checkpoint_config
+from kernelzoo.checkpoints import checkpoint_files as _files
 
 from .model import BertConfig, BertModel
 
 __all__ = ["CheckpointError", "read_config", "config_from_hf", "check_config",
            "read_state_dict", "convert_state_dict", "load_pretrained", "from_pretrained",
            "ARCHITECTURE_KEYS"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder does not fit the model (a ``ValueError``)."""
 
 
 #: Config fields that change the architecture (shapes or computation): a
@@ -52,82 +51,17 @@ _UNSUPPORTED = {"is_decoder": False, "add_cross_attention": False,
 _IGNORED_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
-def _files(path: str) -> tuple[str, str]:
-    """(config.json, weights file) of a checkpoint folder."""
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path!r} is not a folder (a checkpoint folder holds "
-                                f"config.json and model.safetensors or pytorch_model.bin)")
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
-        raise FileNotFoundError(f"{path!r} has no config.json")
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        weights = os.path.join(path, name)
-        if os.path.isfile(weights):
-            return config, weights
-    raise FileNotFoundError(f"{path!r} has neither model.safetensors nor pytorch_model.bin")
-
-
-def read_config(path: str) -> dict:
-    """The folder's ``config.json`` as a dict."""
-    config_path = os.path.join(os.fspath(path), "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{os.fspath(path)!r} has no config.json")
-    with open(config_path, encoding="utf-8") as f:
-        try:
-            config = json.load(f)
-        except ValueError as e:
-            raise CheckpointError(f"{config_path}: not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_path}: expected a JSON object")
-    return config
-
-
 def config_from_hf(hf: dict, **overrides) -> BertConfig:
     """A :class:`BertConfig` from a Hugging Face config dict (unknown keys are
     ignored; features this family lacks are refused), with ``overrides``."""
-    model_type = hf.get("model_type", "bert")
-    if model_type != "bert":
-        raise CheckpointError(f"config.json: model_type is {model_type!r}; the bert family "
-                              f"loads model_type 'bert'")
-    for key, supported in _UNSUPPORTED.items():
-        if key in hf and hf[key] is not None and hf[key] != supported:
-            raise CheckpointError(f"config.json: {key} is {hf[key]!r}; the bert family "
-                                  f"supports only {supported!r}")
-    fields = {f.name for f in dataclasses.fields(BertConfig)}
-    kwargs = {k: v for k, v in hf.items() if k in fields and v is not None}
-    unknown = [k for k in overrides if k not in fields]
-    if unknown:
-        raise TypeError(f"unknown override(s) {', '.join(map(repr, unknown))}; valid keys: "
-                        f"{', '.join(sorted(fields))}")
-    kwargs.update(overrides)
-    return BertConfig(**kwargs)
+    return config_from_dict(BertConfig, hf, overrides, model_type="bert", family="bert",
+                            unsupported=_UNSUPPORTED)
 
 
 def check_config(config: BertConfig, hf: dict, what: str = "the model") -> None:
     """Raises :class:`CheckpointError` naming the first architecture key on
     which the checkpoint's config ``hf`` and ``config`` disagree."""
-    checkpoint = config_from_hf(hf)
-    for key in ARCHITECTURE_KEYS:
-        ours, theirs = getattr(config, key), getattr(checkpoint, key)
-        if ours != theirs:
-            raise CheckpointError(
-                f"config.json does not match {what}: {key} is {theirs!r} in config.json but "
-                f"{ours!r} in {what} (use kernelzoo.from_pretrained(path) to build the model "
-                f"from the checkpoint's own config)")
-
-
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of the folder's ``model.safetensors`` (else ``pytorch_model.bin``)."""
-    _, weights = _files(path)
-    if weights.endswith(".safetensors"):
-        from safetensors.torch import load_file  # a dependency of this plugin only
-
-        return load_file(weights, device="cpu")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{weights}: expected a state dict, got {type(state).__name__}")
-    return state
+    check_checkpoint_config(config, config_from_hf(hf), ARCHITECTURE_KEYS, what)
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

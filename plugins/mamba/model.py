@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kernelzoo.nn.inference import onednn_linear, onednn_linear_ok
 from kernelzoo.ops import selective_scan_fn, selective_state_update
 
 __all__ = ["MambaConfig", "MambaForCausalLM", "MambaCausalLMOutput", "GenerateOutput"]
@@ -164,18 +165,6 @@ class GenerateOutput:
     tokens_per_second: float
 
 
-def _onednn_ok(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`_linear` may call oneDNN's linear: CPU inference (no autograd
-    graph to record: the op has no derivative), eager mode, float32. (In
-    bfloat16, ``F.linear`` is the faster of the two for decoding's
-    matrix-vector products here: 24 against 19 GB/s, measured.)"""
-    return (x.device.type == "cpu" and x.dtype == torch.float32
-            and x.dtype == weight.dtype and not torch.compiler.is_compiling()
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
 def _linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``F.linear(x, weight, bias)``. In CPU inference, oneDNN's linear
     (``torch.ops.mkldnn._linear_pointwise``): measured here 2x faster than
@@ -183,12 +172,11 @@ def _linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     (the 50280 x 768 head: 4.9 against 9.8 ms in float32). Same float32
     arithmetic, another summation order. Elsewhere (autograd, torch.compile,
     other devices) plain ``F.linear``."""
-    if not _onednn_ok(x, weight):
+    # float32 only: in bfloat16, F.linear is the faster of the two for decoding's
+    # matrix-vector products here (24 against 19 GB/s, measured).
+    if not onednn_linear_ok(x, weight, dtypes=(torch.float32,)):
         return F.linear(x, weight, bias)
-    shape = x.shape
-    y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), weight, bias, "none", [],
-                                           "")
-    return y.reshape(*shape[:-1], weight.shape[0])
+    return onednn_linear(x, weight, bias)
 
 
 class MambaRMSNorm(nn.Module):

@@ -15,22 +15,22 @@ lacks, or a shape that differs: each names the key.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any
 
 import torch
 
+from kernelzoo.checkpoints import (CheckpointError, config_from_dict, read_config,
+                                   read_state_dict)
+from kernelzoo.checkpoints import check_config as check_checkpoint_config
+from kernelzoo.checkpoints import checkpoint_files as _files
+
 from .model import MambaConfig, MambaForCausalLM
 
 __all__ = ["CheckpointError", "read_config", "config_from_hf", "check_config",
            "read_state_dict", "convert_state_dict", "load_pretrained", "from_pretrained",
            "save_pretrained", "ARCHITECTURE_KEYS"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder does not fit the model (a ``ValueError``)."""
 
 
 #: Config fields that change the architecture: a checkpoint's config must agree
@@ -43,82 +43,19 @@ _TIED = "lm_head.weight"
 _EMBED = "backbone.embeddings.weight"
 
 
-def _files(path: str) -> tuple[str, str]:
-    """(config.json, weights file) of a checkpoint folder."""
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path!r} is not a folder (a checkpoint folder holds "
-                                f"config.json and model.safetensors or pytorch_model.bin)")
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
-        raise FileNotFoundError(f"{path!r} has no config.json")
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        weights = os.path.join(path, name)
-        if os.path.isfile(weights):
-            return config, weights
-    raise FileNotFoundError(f"{path!r} has neither model.safetensors nor pytorch_model.bin")
-
-
-def read_config(path: str) -> dict:
-    """The folder's ``config.json`` as a dict."""
-    config_path = os.path.join(os.fspath(path), "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{os.fspath(path)!r} has no config.json")
-    with open(config_path, encoding="utf-8") as f:
-        try:
-            config = json.load(f)
-        except ValueError as e:
-            raise CheckpointError(f"{config_path}: not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_path}: expected a JSON object")
-    return config
-
-
 def config_from_hf(hf: dict, **overrides) -> MambaConfig:
     """A :class:`MambaConfig` from a Hugging Face config dict (unknown keys are
     ignored), with ``overrides``."""
-    model_type = hf.get("model_type", "mamba")
-    if model_type != "mamba":
-        raise CheckpointError(f"config.json: model_type is {model_type!r}; the mamba family "
-                              f"loads model_type 'mamba'")
-    fields = {f.name for f in dataclasses.fields(MambaConfig)}
-    kwargs = {k: v for k, v in hf.items() if k in fields and v is not None}
-    unknown = [k for k in overrides if k not in fields]
-    if unknown:
-        raise TypeError(f"unknown override(s) {', '.join(map(repr, unknown))}; valid keys: "
-                        f"{', '.join(sorted(fields))}")
-    kwargs.update(overrides)
-    try:
-        return MambaConfig(**kwargs)
-    except ValueError as e:
-        raise CheckpointError(f"config.json: {e}") from None
+    return config_from_dict(MambaConfig, hf, overrides, model_type="mamba", family="mamba")
 
 
 def check_config(config: MambaConfig, hf: dict, what: str = "the model") -> None:
     """Raises :class:`CheckpointError` naming the first architecture key on
-    which the checkpoint's config ``hf`` and ``config`` disagree."""
-    checkpoint = config_from_hf(hf)
-    for key in ARCHITECTURE_KEYS:
-        get = (lambda c: c.dt_rank) if key == "time_step_rank" else (lambda c: getattr(c, key))
-        ours, theirs = get(config), get(checkpoint)
-        if ours != theirs:
-            raise CheckpointError(
-                f"config.json does not match {what}: {key} is {theirs!r} in config.json but "
-                f"{ours!r} in {what} (use kernelzoo.from_pretrained(path) to build the model "
-                f"from the checkpoint's own config)")
-
-
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of the folder's ``model.safetensors`` (else ``pytorch_model.bin``)."""
-    _, weights = _files(path)
-    if weights.endswith(".safetensors"):
-        from safetensors.torch import load_file  # a dependency of this plugin only
-
-        return load_file(weights, device="cpu")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{weights}: expected a state dict, got {type(state).__name__}")
-    return state
+    which the checkpoint's config ``hf`` and ``config`` disagree
+    (``time_step_rank`` compared once resolved)."""
+    check_checkpoint_config(
+        config, config_from_hf(hf), ARCHITECTURE_KEYS, what,
+        get=lambda c, key: c.dt_rank if key == "time_step_rank" else getattr(c, key))
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
