@@ -29,7 +29,7 @@ from torch import nn
 
 from kernelzoo._progress import Progress
 from kernelzoo._training import (check_batch_fits, check_hyperparameters, check_loss,
-                                 check_save_path)
+                                 fit_and_save)
 from kernelzoo.registry import create_model, model_config
 
 __all__ = ["PAD", "CLS", "SEP", "MASK", "FIRST", "chain_batch", "successor_table", "MaskedLMHead", "fit",
@@ -204,12 +204,7 @@ def train(model_name: str = "bert-test", *, save: str | None = None, verbose: bo
           **options) -> dict:
     """``kernelzoo train``: :func:`fit`, then a report; returns the results
     (JSON-serialisable). ``save`` writes the encoder's state dict there."""
-    if save is not None:
-        save = check_save_path(save)
-    model, result = fit(model_name, **options)
-    if save is not None:
-        torch.save(model.state_dict(), save)
-        result["saved"] = save
+    model, result = fit_and_save(fit, model_name, save, options)
     if verbose:
         print(f"{model_name}: {result['steps']} steps of {result['batch_size']} sequences "
               f"(synthetic language, attention dropout {result['attention_dropout']}) in "

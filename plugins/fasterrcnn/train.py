@@ -21,7 +21,7 @@ import torch
 
 from kernelzoo._progress import Progress
 from kernelzoo._training import (check_batch_fits, check_hyperparameters, check_loss,
-                                 check_save_path)
+                                 fit_and_save)
 from kernelzoo.registry import create_model, model_config
 
 from .data import synthetic_detection_batch
@@ -81,12 +81,7 @@ def train(model_name: str = "fasterrcnn-test", *, save: str | None = None,
     """``kernelzoo train``: :func:`fit`, then a report; returns the results
     (JSON-serialisable). ``save`` writes the trained state dict there (the
     path is checked before training)."""
-    if save is not None:
-        save = check_save_path(save)
-    model, result = fit(model_name, **options)
-    if save is not None:
-        torch.save(model.state_dict(), save)
-        result["saved"] = save
+    model, result = fit_and_save(fit, model_name, save, options)
     if verbose:
         print(f"{model_name}: {result['steps']} steps of {result['batch_size']} images in "
               f"{result['train_seconds']:.1f} s; loss {result['first_loss']:.4f} -> "

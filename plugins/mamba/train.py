@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from kernelzoo._progress import Progress
-from kernelzoo._training import check_hyperparameters, check_loss, check_save_path
+from kernelzoo._training import check_hyperparameters, check_loss, fit_and_save
 from kernelzoo.registry import create_model, model_config
 
 __all__ = ["NOISE", "MARKER", "FIRST", "copying_batch", "fit", "train", "evaluate"]
@@ -149,12 +149,7 @@ def train(model_name: str = "mamba-test", *, save: str | None = None, verbose: b
           **options) -> dict:
     """``kernelzoo train``: :func:`fit`, then a report; returns the results
     (JSON-serialisable). ``save`` writes the model's state dict there."""
-    if save is not None:
-        save = check_save_path(save)
-    model, result = fit(model_name, **options)
-    if save is not None:
-        torch.save(model.state_dict(), save)
-        result["saved"] = save
+    model, result = fit_and_save(fit, model_name, save, options)
     if verbose:
         print(f"{model_name}: {result['steps']} steps of {result['batch_size']} sequences "
               f"(selective copying: {result['n_data']} of {result['n_tokens']} data tokens in "

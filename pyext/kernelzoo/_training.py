@@ -10,7 +10,7 @@ import os
 import re
 
 __all__ = ["check_save_path", "check_hyperparameters", "check_batch_fits", "check_loss",
-           "out_of_memory_message"]
+           "out_of_memory_message", "fit_and_save"]
 
 
 def check_save_path(path) -> str:
@@ -119,3 +119,18 @@ def out_of_memory_message(e: BaseException) -> str | None:
         lines = [ln.strip() for ln in _ENFORCE.sub("", text.strip()).splitlines() if ln.strip()]
         return lines[0] if lines else type(e).__name__
     return None
+
+
+def fit_and_save(fit, model_name: str, save, options: dict):
+    """``fit(model_name, **options) -> (model, result)``, the ``save`` path
+    checked before training and the trained state dict written there after
+    (``result["saved"]``): the first half of every family's ``train``."""
+    import torch
+
+    if save is not None:
+        save = check_save_path(save)
+    model, result = fit(model_name, **options)
+    if save is not None:
+        torch.save(model.state_dict(), save)
+        result["saved"] = save
+    return model, result
