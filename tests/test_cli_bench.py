@@ -1,6 +1,8 @@
 """The `kernelzoo` command (info, bench) and the benchmark registry."""
 
 import json
+import math
+import re
 import subprocess
 import sys
 
@@ -61,9 +63,10 @@ def test_bench_case_agrees_and_is_timed(case):
         assert r.status == "ok", f"{case.name} {dtype}: {r.status}: {r.message}"
         assert (r.op, r.case, r.dtype) == (case.op, case.name, dtype)
         assert r.agree is True and r.peer and r.shape
-        assert r.ours_ms > 0 and r.peer_ms > 0 and r.speedup > 0
-        assert r.gbps is None or r.gbps > 0
-        assert all(v > 0 for v in r.baselines.values())
+        # timed (the figures are reported, never judged here)
+        assert all(isinstance(v, float) and math.isfinite(v)
+                   for v in (r.ours_ms, r.peer_ms, r.speedup, *r.baselines.values()))
+        assert r.gbps is None or math.isfinite(r.gbps)
 
 
 def test_bench_reports_disagreement():
@@ -119,7 +122,8 @@ def test_bench_cli_table_and_progress():
     assert lines[1].split()[:4] == ["case", "shape", "dtype", "peer"]
     rows = lines[3:3 + len(cases)]
     assert [row.split()[0] for row in rows] == [c.name for c in cases]
-    assert all(f" {dtype} " in row and "x " in row for row in rows)   # speedup column
+    assert all(f" {dtype} " in row for row in rows)
+    assert all(re.search(r" \d+\.\d\dx ", row) for row in rows)  # a speedup cell, formatted
     notes = lines[3 + len(cases):]  # then the notes of the cases that have one
     assert not notes or (notes[0] == "notes:" and
                          all(n.startswith(f"  {c.name} {dtype}: ") for n, c in
