@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from kernelzoo.checkpoints import (CheckpointError, config_from_dict, read_config,
-                                   read_state_dict)
+from kernelzoo.checkpoints import (CheckpointError, check_state_dict, config_from_dict,
+                                   read_config, read_state_dict)
 from kernelzoo.checkpoints import check_config as check_checkpoint_config
 from kernelzoo.checkpoints import checkpoint_files as _files
 
@@ -86,29 +86,14 @@ def load_state_dict(model: BertModel, state: dict[str, torch.Tensor], where: str
     """Copies ``state`` (converted) into ``model``, with an error naming the key
     for a missing or unexpected key or a wrong shape."""
     state = convert_state_dict(state)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if unexpected:
-        raise CheckpointError(
-            f"{where}: unexpected key {unexpected[0]!r} (not in the model" +
-            (f"; {len(unexpected)} unexpected keys in all" if len(unexpected) > 1 else "") +
-            "); does config.json describe these weights?")
-    if missing:
-        hint = ""
+
+    def hint(missing):
         if all(k.startswith("pooler.") for k in missing):
-            hint = (" (the checkpoint has no pooler, e.g. saved from BertForMaskedLM: build "
+            return (" (the checkpoint has no pooler, e.g. saved from BertForMaskedLM: build "
                     "with add_pooling_layer=False)")
-        raise CheckpointError(
-            f"{where}: missing key {missing[0]!r}" +
-            (f" ({len(missing)} missing keys in all)" if len(missing) > 1 else "") + hint)
-    for k, t in own.items():
-        if tuple(state[k].shape) != tuple(t.shape):
-            raise CheckpointError(f"{where}: key {k!r} has shape {tuple(state[k].shape)} in the "
-                                  f"checkpoint but {tuple(t.shape)} in the model")
-        if not state[k].is_floating_point():
-            raise CheckpointError(f"{where}: key {k!r} has dtype {state[k].dtype}, expected a "
-                                  f"floating-point tensor")
+        return ""
+
+    check_state_dict(model.state_dict(), state, where, hint)
     model.load_state_dict(state, strict=True)
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from kernelzoo.checkpoints import (CheckpointError, config_from_dict, read_config,
-                                   read_state_dict)
+from kernelzoo.checkpoints import (CheckpointError, check_state_dict, config_from_dict,
+                                   read_config, read_state_dict)
 from kernelzoo.checkpoints import check_config as check_checkpoint_config
 from kernelzoo.checkpoints import checkpoint_files as _files
 
@@ -75,25 +75,7 @@ def load_state_dict(model: MambaForCausalLM, state: dict[str, torch.Tensor], whe
     """Copies ``state`` (converted) into ``model``, with an error naming the key
     for a missing or unexpected key, a wrong shape or untied head."""
     state = convert_state_dict(state)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if unexpected:
-        raise CheckpointError(
-            f"{where}: unexpected key {unexpected[0]!r} (not in the model" +
-            (f"; {len(unexpected)} unexpected keys in all" if len(unexpected) > 1 else "") +
-            "); does config.json describe these weights?")
-    if missing:
-        raise CheckpointError(
-            f"{where}: missing key {missing[0]!r}" +
-            (f" ({len(missing)} missing keys in all)" if len(missing) > 1 else ""))
-    for k, t in own.items():
-        if tuple(state[k].shape) != tuple(t.shape):
-            raise CheckpointError(f"{where}: key {k!r} has shape {tuple(state[k].shape)} in the "
-                                  f"checkpoint but {tuple(t.shape)} in the model")
-        if not state[k].is_floating_point():
-            raise CheckpointError(f"{where}: key {k!r} has dtype {state[k].dtype}, expected a "
-                                  f"floating-point tensor")
+    check_state_dict(model.state_dict(), state, where)
     if state[_TIED] is not state[_EMBED] and not torch.equal(state[_TIED], state[_EMBED]):
         raise CheckpointError(f"{where}: key {_TIED!r} differs from {_EMBED!r}; the mamba "
                               f"family ties the output head to the embeddings")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 __all__ = ["CheckpointError", "checkpoint_files", "read_config", "read_state_dict",
-           "config_from_dict", "check_config"]
+           "config_from_dict", "check_config", "check_state_dict"]
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -114,3 +114,30 @@ def check_config(config: Any, checkpoint: Any, keys: Iterable[str], what: str = 
                 f"config.json does not match {what}: {key} is {theirs!r} in config.json but "
                 f"{ours!r} in {what} (use kernelzoo.from_pretrained(path) to build the model "
                 f"from the checkpoint's own config)")
+
+
+def check_state_dict(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                     where: str, missing_hint: Callable[[list], str] = lambda missing: "") -> None:
+    """Raises :class:`CheckpointError` naming the key when the checkpoint's
+    ``state`` has a key the model's state dict ``own`` lacks, lacks one of its
+    keys (``missing_hint(missing)`` is appended to that message), or holds a
+    tensor of another shape or of no floating-point dtype."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise CheckpointError(
+            f"{where}: unexpected key {unexpected[0]!r} (not in the model" +
+            (f"; {len(unexpected)} unexpected keys in all" if len(unexpected) > 1 else "") +
+            "); does config.json describe these weights?")
+    if missing:
+        raise CheckpointError(
+            f"{where}: missing key {missing[0]!r}" +
+            (f" ({len(missing)} missing keys in all)" if len(missing) > 1 else "") +
+            missing_hint(missing))
+    for k, t in own.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise CheckpointError(f"{where}: key {k!r} has shape {tuple(state[k].shape)} in the "
+                                  f"checkpoint but {tuple(t.shape)} in the model")
+        if not state[k].is_floating_point():
+            raise CheckpointError(f"{where}: key {k!r} has dtype {state[k].dtype}, expected a "
+                                  f"floating-point tensor")
