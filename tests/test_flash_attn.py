@@ -504,3 +504,20 @@ def test_cuda_not_written_yet_says_so():
     from kernelzoo._dispatch import op_backends
     for name in ("flash_attn_forward", "_flash_attn_backward", "flash_attn_kvcache"):
         assert op_backends(name)["CUDA"] == "not written"
+
+
+class _ScriptedAttention(torch.nn.Module):
+    def forward(self, q, k, v):
+        return torch.ops.kernelzoo.flash_attn_forward(q, k, v, None, None, q.size(1), k.size(1),
+                                                      0.0, 0.25, -1, 0, 0.0, None, False, None,
+                                                      0)[0]
+
+
+def test_torchscript_through_the_dispatcher_op():
+    """flash_attn_func itself, like flash-attn's (an autograd.Function), is not
+    scriptable; the dispatcher op is."""
+    from ophelpers import script
+
+    q, k, v = qkv(2, 9, 11, 4, 2, 16, dtype=torch.float32)
+    assert torch.equal(script(_ScriptedAttention())(q, k, v),
+                       ops.flash_attn_func(q, k, v, causal=True, softmax_scale=0.25))

@@ -381,3 +381,19 @@ def test_cuda_not_written_yet_says_so():
 
     for op in ("selective_scan_forward", "_selective_scan_backward", "selective_state_update"):
         assert op_backends(op)["CUDA"] == "not written", op
+
+
+class _ScriptedScan(torch.nn.Module):
+    def forward(self, u, delta, A, B, C):
+        return torch.ops.kernelzoo.selective_scan_forward(u, delta, A, B, C, None, None, None,
+                                                          True, None, None)[0]
+
+
+def test_torchscript_through_the_dispatcher_op():
+    """selective_scan_fn itself, like mamba_ssm's (an autograd.Function), is not
+    scriptable (it has keyword-only arguments); the dispatcher op is."""
+    from ophelpers import script
+
+    p = problem(2, 6, 20, 3, dtype=torch.float32)
+    args = [p[k] for k in ("u", "delta", "A", "B", "C")]
+    assert torch.equal(script(_ScriptedScan())(*args), ops.selective_scan_fn(*args, delta_softplus=True))
