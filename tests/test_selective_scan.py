@@ -1,5 +1,6 @@
-"""kernelzoo.ops.selective_scan_fn / selective_state_update (the CPU kernels)
-against the plain-PyTorch reference (kernelzoo.reference.selective_scan, itself
+"""kernelzoo.ops.selective_scan_fn / selective_state_update (the CPU kernels;
+the CUDA kernels against them in the ``cuda``-marked tests, and in the CPU
+harness in tests/cpp/test_selective_scan_emulation.cpp) against the plain-PyTorch reference (kernelzoo.reference.selective_scan, itself
 checked against hand-computed cases in test_selective_scan_reference.py):
 float64 to round-off, low precision under mamba_ssm's tolerances, gradients of
 every input (from the output and from the last state), packed sequences,
@@ -374,13 +375,87 @@ def test_meta_tensors_give_shapes():
     assert out.shape == (1, 4, 5) and last.shape == (1, 4, 2)
 
 
-def test_cuda_not_written_yet_says_so():
-    """In every build (with or without CUDA kernels), the ops' CUDA key holds the
-    stub that says the kernels are not written yet."""
-    from kernelzoo._dispatch import op_backends
+def _to(p, device):
+    return {k: (v.to(device) if v is not None else None) for k, v in p.items()}
 
-    for op in ("selective_scan_forward", "_selective_scan_backward", "selective_state_update"):
-        assert op_backends(op)["CUDA"] == "not written", op
+
+def _cpu(result):
+    out, last, g = result
+    return out.cpu(), last.cpu(), {k: v.cpu() for k, v in g.items()}
+
+
+CUDA_CASES = [  # (batch, dim, seqlen, dstate, B form, C form, groups B, C, options)
+    (2, 40, 150, 5, "var", "var", 1, 1, dict()),
+    (2, 40, 150, 5, "const", "const", 1, 1, dict(init=True)),
+    (1, 24, 1, 16, "grouped", "grouped", 4, 2, dict(z=False)),
+    (1, 19, 2049, 16, "grouped", "var", 1, 1, dict(init=True)),
+    (3, 64, 300, 64, "var", "const", 1, 1, dict(D=False, bias=False)),
+]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", CUDA_CASES)
+@pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
+def test_cuda_matches_cpu(case, dtype):
+    """The CUDA kernels against the CPU kernels on the same inputs: outputs, last
+    states and every gradient (float64 to round-off, the rest under mamba_ssm's
+    tolerances)."""
+    b, d, L, n, bf, cf, gB, gC, options = case
+    p = problem(b, d, L, n, bf, cf, gB, gC, dtype=dtype, **options)
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == F64 else dict(zip(("rtol", "atol"), TOLERANCES[dtype]))
+    expected = call(ops.selective_scan_fn, p, grad=True)
+    got = _cpu(call(ops.selective_scan_fn, _to(p, "cuda"), grad=True,
+                    weights=tuple(w.cuda() for w in (rand(*expected[0].shape, seed=11).to(expected[0].dtype),
+                                                     rand(*expected[1].shape, seed=12).to(expected[1].dtype)))))
+    assert_same(got, expected, **tol)
+
+
+@pytest.mark.cuda
+def test_cuda_packed_sequences_match_cpu():
+    p = problem(1, 20, 300, 8, "grouped", "var", 2, 1, init=True, nseq=5)
+    cu = torch.tensor([0, 0, 64, 65, 200, 300], dtype=torch.int32)
+    expected = call(ops.selective_scan_fn, p, cu=cu, grad=True)
+    w = (rand(*expected[0].shape, seed=11), rand(*expected[1].shape, seed=12))
+    got = _cpu(call(ops.selective_scan_fn, _to(p, "cuda"), cu=cu.cuda(), grad=True,
+                    weights=tuple(t.cuda() for t in w)))
+    assert_same(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.cuda
+def test_cuda_deterministic_backward_is_bitwise_reproducible():
+    p = _to(problem(2, 48, 500, 16, "grouped", "grouped", 2, 4, dtype=torch.float32), "cuda")
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = call(ops.selective_scan_fn, p, grad=True)
+        second = call(ops.selective_scan_fn, p, grad=True)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    for k in first[2]:
+        assert torch.equal(first[2][k], second[2][k]), k
+    assert_same(first, call(ops.selective_scan_fn, p, grad=True), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("heads", [False, True])
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_cuda_state_update_matches_cpu(heads, state_dtype):
+    g = torch.Generator().manual_seed(3)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    if heads:
+        state, x, dt, z = r(2, 4, 3, 40), r(2, 4, 3), r(2, 4, 3).abs(), r(2, 4, 3)
+        A, B, C, D, bias = -r(4, 3, 40).abs(), r(2, 2, 40), r(2, 2, 40), r(4, 3), r(4, 3)
+    else:
+        state, x, dt, z = r(3, 24, 16), r(3, 24), r(3, 24).abs(), r(3, 24)
+        A, B, C, D, bias = -r(24, 16).abs(), r(3, 16), r(3, 16), r(24), r(24)
+    state = state.to(state_dtype)
+    args = (x, dt, A, B, C, D, z, bias, True)
+    s_cpu, s_cuda = state.clone(), state.cuda()
+    y_cpu = ops.selective_state_update(s_cpu, *args)
+    y_cuda = ops.selective_state_update(s_cuda, *(a.cuda() if torch.is_tensor(a) else a for a in args))
+    tol = dict(rtol=1e-5, atol=1e-5) if state_dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(y_cuda.cpu(), y_cpu, **tol)
+    torch.testing.assert_close(s_cuda.cpu(), s_cpu, **tol)
 
 
 class _ScriptedScan(torch.nn.Module):

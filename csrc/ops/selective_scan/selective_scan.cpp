@@ -1,10 +1,12 @@
 // selective scan (Mamba's S6): the schemas of the scan, its backward and the
 // decoding step, the argument checks and layout preparation shared by the
-// entry points (prepare_scan), and the C++ API. CUDA kernels come later: the
-// CUDA dispatch key holds define_ops' "not written yet" stub meanwhile.
+// entry points (prepare_scan, prepare_scan_backward, finish_grads), and the
+// C++ API. Kernels: selective_scan_cpu.cpp, selective_scan_cuda.cu.
 #include "selective_scan.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
@@ -32,8 +34,7 @@ TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
           "Tensor ddelta_bias, Tensor dinitial_state)",
           "selective_state_update(Tensor(a!) state, Tensor x, Tensor dt, Tensor A, Tensor B, "
           "Tensor C, Tensor? D, Tensor? z, Tensor? dt_bias, bool dt_softplus) -> Tensor",
-      },
-      kernelzoo::CudaKernels::NotYet);
+      });
 }
 
 // The scan's autograd formula is registered from Python (ops/selective_scan.py);
@@ -202,6 +203,127 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   s.u = u.contiguous();
   s.delta = delta.contiguous();
   return s;
+}
+
+ScanBackward prepare_scan_backward(
+    const at::Tensor& dout, const std::optional<at::Tensor>& dlast_state, const at::Tensor& u,
+    const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+    const std::optional<at::Tensor>& initial_state, const std::optional<at::Tensor>& cu_seqlens,
+    const at::Tensor& checkpoints) {
+  ScanBackward b;
+  b.s = prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                     cu_seqlens);
+  const Scan& s = b.s;
+  TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type(),
+              "selective_scan backward: dout must have u's shape and dtype");
+  check_device(dout, u, "dout");
+  TORCH_CHECK(checkpoints.sizes() == at::IntArrayRef({s.batch, s.dim, s.chunks(), s.dstate}) &&
+                  checkpoints.scalar_type() == s.A.scalar_type(),
+              "selective_scan backward: checkpoints do not match the problem (pass the forward's)");
+  check_device(checkpoints, u, "checkpoints");
+  if (dlast_state.has_value() && dlast_state->defined()) {
+    TORCH_CHECK(dlast_state->sizes() == at::IntArrayRef({s.nseq, s.dim, s.dstate}),
+                "selective_scan backward: dlast_state must have shape (", s.nseq, ", ", s.dim, ", ",
+                s.dstate, "), but got ", dlast_state->sizes());
+    check_device(*dlast_state, u, "dlast_state");
+    b.dlast = dlast_state->to(s.A.scalar_type()).contiguous();
+  }
+  b.dout = dout.contiguous();
+  b.checkpoints = checkpoints.contiguous();
+  return b;
+}
+
+ScanGrads allocate_grads(const Scan& s, int64_t blocks_per_group) {
+  const auto acc = s.A.options();
+  const auto like_u = s.u.options().memory_format(at::MemoryFormat::Contiguous);
+  ScanGrads g;
+  g.du = at::empty(s.u.sizes(), like_u);
+  g.ddelta = at::empty(s.u.sizes(), like_u);
+  if (s.z.defined()) g.dz = at::empty(s.u.sizes(), like_u);
+  g.dinit = at::empty({s.nseq, s.dim, s.dstate}, acc);
+  g.dA_part = at::zeros({s.batch, s.dim, s.dstate}, acc);
+  g.dD_part = at::zeros({s.batch, s.dim}, acc);
+  g.dbias_part = at::zeros({s.batch, s.dim}, acc);
+  auto bc = [&](bool var, int64_t groups) {
+    if (!var) return at::zeros({s.batch, s.dim, s.dstate}, acc);
+    if (blocks_per_group > 0) {
+      return at::zeros({s.batch, s.groups, blocks_per_group, s.seqlen, s.dstate}, acc);
+    }
+    return at::zeros({s.batch, groups, s.seqlen, s.dstate}, acc);
+  };
+  g.dB = bc(s.var_B, s.groups_B);
+  g.dC = bc(s.var_C, s.groups_C);
+  return g;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor>
+finish_grads(const Scan& s, const ScanGrads& g) {
+  // B/C's gradient in the input's layout and dtype (u's when variable).
+  auto bc_grad = [&](const at::Tensor& part, bool var, bool ungrouped, int64_t groups) {
+    at::Tensor r;
+    if (!var) return sum_leading(part);
+    if (part.dim() == 5) {
+      // (batch, task groups, blocks, L, N) summed over the task groups inside
+      // each of B's (or C's) groups and over the blocks -> (batch, groups, L, N)
+      const int64_t per = part.size(1) / groups * part.size(2);
+      r = part.reshape({s.batch, groups, per, s.seqlen, s.dstate});
+      r = sum_leading(r.permute({2, 0, 1, 3, 4}));
+    } else {
+      r = part;
+    }
+    r = r.transpose(-1, -2);
+    if (ungrouped) r = r.squeeze(1);
+    return r.to(s.u.scalar_type()).contiguous();
+  };
+  const at::Tensor empty = at::empty({0}, s.u.options());
+  return {g.du,
+          g.ddelta,
+          sum_leading(g.dA_part),
+          bc_grad(g.dB, s.var_B, s.B_ungrouped, s.groups_B),
+          bc_grad(g.dC, s.var_C, s.C_ungrouped, s.groups_C),
+          s.D.defined() ? sum_leading(g.dD_part) : empty,
+          s.z.defined() ? g.dz : empty,
+          s.delta_bias.defined() ? sum_leading(g.dbias_part) : empty,
+          s.initial_state.defined() ? g.dinit : empty};
+}
+
+Sequences sequences(const Scan& s) {
+  Sequences q;
+  if (s.cu_seqlens.defined()) {
+    const int32_t* cu = s.cu_seqlens.const_data_ptr<int32_t>();
+    for (int64_t i = 0; i < s.nseq; ++i) {
+      q.start.push_back(cu[i]);
+      q.end.push_back(cu[i + 1]);
+    }
+  } else {
+    q.start.push_back(0);
+    q.end.push_back(s.seqlen);
+  }
+  return q;
+}
+
+void empty_sequences(const Scan& s, const at::Tensor& from, at::Tensor& to) {
+  const Sequences q = sequences(s);
+  for (size_t i = 0; i < q.start.size(); ++i) {
+    if (q.end[i] > q.start[i]) continue;
+    for (int64_t b = 0; b < (s.cu_seqlens.defined() ? 1 : s.batch); ++b) {
+      const int64_t gs = s.cu_seqlens.defined() ? static_cast<int64_t>(i) : b;
+      if (from.defined())
+        to[gs].copy_(from[gs]);
+      else
+        to[gs].zero_();
+    }
+  }
+}
+
+at::Tensor sum_leading(const at::Tensor& part) {
+  if (part.size(0) == 0) return at::zeros(part.sizes().slice(1), part.options());
+  at::Tensor out = part[0].clone();
+  for (int64_t i = 1; i < part.size(0); ++i) out.add_(part[i]);
+  return out;
 }
 
 StateUpdate prepare_state_update(const at::Tensor& state, const at::Tensor& x, const at::Tensor& dt,

@@ -7,13 +7,13 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <tuple>
+#include <vector>
+
+#include "selective_scan_params.h"
 
 namespace kernelzoo {
 namespace selective_scan_detail {
-
-// The forward saves the state entering every kChunk-th position; the backward
-// recomputes the states of one chunk at a time from it.
-constexpr int64_t kChunk = 64;
 
 struct Scan {
   // u, delta, z: (batch, dim, seqlen) contiguous, u's dtype (z undefined when absent).
@@ -40,6 +40,58 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
                   const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
                   bool delta_softplus, const std::optional<at::Tensor>& initial_state,
                   const std::optional<at::Tensor>& cu_seqlens);
+
+// The backward's inputs after the checks: the problem, dout (contiguous), the
+// gradient of the last state (accumulation dtype, contiguous; undefined when
+// absent) and the forward's checkpoints (contiguous).
+struct ScanBackward {
+  Scan s;
+  at::Tensor dout, dlast, checkpoints;
+};
+
+ScanBackward prepare_scan_backward(
+    const at::Tensor& dout, const std::optional<at::Tensor>& dlast_state, const at::Tensor& u,
+    const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+    const std::optional<at::Tensor>& initial_state, const std::optional<at::Tensor>& cu_seqlens,
+    const at::Tensor& checkpoints);
+
+// What the backward kernels of either device fill: du, ddelta, dz (u's shape
+// and dtype; dz undefined without z), dinit (nseq, dim, N); partial sums per
+// batch row of dA (batch, dim, N), dD and ddelta_bias (batch, dim); dB and dC:
+// (batch, dim, N) per batch row when constant; when variable, either one
+// slice per channel block (batch, groups, blocks_per_group, seqlen, N) or
+// already summed (batch, groups_B|C, seqlen, N). Partial sums start at zero.
+struct ScanGrads {
+  at::Tensor du, ddelta, dz, dinit, dA_part, dD_part, dbias_part, dB, dC;
+};
+
+// blocks_per_group: the kernel's channel blocks per group, for the per-block
+// slices of a variable dB/dC (0: allocate the summed layout instead).
+ScanGrads allocate_grads(const Scan& s, int64_t blocks_per_group);
+
+// The op's nine gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias,
+// dinitial_state) in the layouts and dtypes of their inputs, absent ones as
+// empty tensors: the partial sums added in a fixed order (deterministic).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor>
+finish_grads(const Scan& s, const ScanGrads& g);
+
+// The sequences of one batch row, [start[i], end[i]) each: cu_seqlens' or the
+// whole row.
+struct Sequences {
+  std::vector<int64_t> start, end;
+};
+Sequences sequences(const Scan& s);
+
+// Sequences without positions: their last state is their initial state (or
+// zero), and the gradient of their initial state is that of their last state
+// (from: initial_state or dlast, possibly undefined; to: last_state or dinit).
+void empty_sequences(const Scan& s, const at::Tensor& from, at::Tensor& to);
+
+// The sum over the leading dimension, in order (the same whatever the thread count).
+at::Tensor sum_leading(const at::Tensor& part);
 
 // selective_state_update's arguments in the head-grouped form: state (batch,
 // nheads, headdim, dstate) (a view of the caller's tensor, any float dtype,

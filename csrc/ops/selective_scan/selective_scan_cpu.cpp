@@ -247,35 +247,25 @@ KZ_SCAN_TILES(double)
 
 namespace {
 
-// Sequences of one batch row: [start, end) each; one per row without
-// cu_seqlens. start_of / end_of map a position to the non-empty sequence that
-// starts / ends (last position) there, -1 elsewhere.
-struct Sequences {
-  std::vector<int64_t> start, end;
+// Where the sequences of a batch row start and end: start_of / end_of map a
+// position to the non-empty sequence that starts / ends (last position) there,
+// -1 elsewhere.
+struct Marks {
   std::vector<int64_t> start_of, end_of;
 };
 
-Sequences sequences(const Scan& s) {
-  Sequences q;
-  if (s.cu_seqlens.defined()) {
-    const int32_t* cu = s.cu_seqlens.const_data_ptr<int32_t>();
-    for (int64_t i = 0; i < s.nseq; ++i) {
-      q.start.push_back(cu[i]);
-      q.end.push_back(cu[i + 1]);
-    }
-  } else {
-    q.start.push_back(0);
-    q.end.push_back(s.seqlen);
-  }
-  q.start_of.assign(s.seqlen, -1);
-  q.end_of.assign(s.seqlen, -1);
+Marks marks(const Scan& s) {
+  const Sequences q = sequences(s);
+  Marks m;
+  m.start_of.assign(s.seqlen, -1);
+  m.end_of.assign(s.seqlen, -1);
   for (size_t i = 0; i < q.start.size(); ++i) {
     if (q.end[i] > q.start[i]) {
-      q.start_of[q.start[i]] = static_cast<int64_t>(i);
-      q.end_of[q.end[i] - 1] = static_cast<int64_t>(i);
+      m.start_of[q.start[i]] = static_cast<int64_t>(i);
+      m.end_of[q.end[i] - 1] = static_cast<int64_t>(i);
     }
   }
-  return q;
+  return m;
 }
 
 // The tasks: (batch row, channel block), blocks never straddling a group.
@@ -452,7 +442,7 @@ void run_step_back(const Scan& s, int64_t N, const acc_t* dt, const acc_t* u, co
 // (2 * N * kLanes values per position); `on_end(seq)` is called with buf.x
 // holding the state after a sequence's last position.
 template <typename scalar_t, typename acc_t, typename OnEnd>
-void run_chunk(const TaskView<scalar_t, acc_t>& v, const Sequences& q, int64_t l0, int64_t len,
+void run_chunk(const TaskView<scalar_t, acc_t>& v, const Marks& q, int64_t l0, int64_t len,
                Buffers<acc_t>& buf, acc_t* states, const OnEnd& on_end) {
   const int64_t N = v.N, S = N * kLanes;
   for (int64_t l = 0; l < len; ++l) {
@@ -484,25 +474,10 @@ void finish_output(const TaskView<scalar_t, acc_t>& v, int64_t l0, int64_t len,
   output_tile(buf.y.data(), buf.u.data(), v.z ? buf.z.data() : nullptr, buf.Dl.data());
 }
 
-// Sequences without positions: their last state is their initial state (or
-// zero), and the gradient of their initial state is that of their last state.
-void empty_sequences(const Scan& s, const Sequences& q, const at::Tensor& from, at::Tensor& to) {
-  for (size_t i = 0; i < q.start.size(); ++i) {
-    if (q.end[i] > q.start[i]) continue;
-    for (int64_t b = 0; b < (s.cu_seqlens.defined() ? 1 : s.batch); ++b) {
-      const int64_t gs = s.cu_seqlens.defined() ? static_cast<int64_t>(i) : b;
-      if (from.defined())
-        to[gs].copy_(from[gs]);
-      else
-        to[gs].zero_();
-    }
-  }
-}
-
 template <typename scalar_t>
 void forward_cpu(const Scan& s, at::Tensor& out, at::Tensor& last, at::Tensor& ckpt) {
   using acc_t = acc_type_t<scalar_t>;
-  const Sequences q = sequences(s);
+  const Marks q = marks(s);
   const std::vector<Task> ts = tasks(s);
   const int64_t N = s.dstate, L = s.seqlen, chunks = s.chunks();
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
@@ -533,7 +508,7 @@ void forward_cpu(const Scan& s, at::Tensor& out, at::Tensor& last, at::Tensor& c
           store_tile(buf.y.data(), t.nc, len, out_p + (t.b * s.dim + t.c0) * L + l0, L);
         }
       });
-  empty_sequences(s, q, s.initial_state, last);
+  empty_sequences(s, s.initial_state, last);
 }
 
 template <typename scalar_t>
@@ -542,7 +517,7 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
                   at::Tensor& dinit, at::Tensor& dA_part, at::Tensor& dD_part,
                   at::Tensor& dbias_part, at::Tensor& dB_part, at::Tensor& dC_part) {
   using acc_t = acc_type_t<scalar_t>;
-  const Sequences q = sequences(s);
+  const Marks q = marks(s);
   const std::vector<Task> ts = tasks(s);
   const int64_t N = s.dstate, L = s.seqlen, chunks = s.chunks(), S = N * kLanes;
   const int64_t bpg = blocks_per_group(s);
@@ -629,15 +604,7 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
           dbias_p[t.b * s.dim + t.c0 + c] = buf.dbias[c];
         }
       });
-  empty_sequences(s, q, dlast, dinit);
-}
-
-// sum over the leading dimension, in order (a fixed order whatever the thread count).
-at::Tensor sum_leading(const at::Tensor& part) {
-  if (part.size(0) == 0) return at::zeros(part.sizes().slice(1), part.options());
-  at::Tensor out = part[0].clone();
-  for (int64_t i = 1; i < part.size(0); ++i) out.add_(part[i]);
-  return out;
+  empty_sequences(s, dlast, dinit);
 }
 
 }  // namespace
@@ -668,64 +635,16 @@ selective_scan_backward_cpu(const at::Tensor& dout, const std::optional<at::Tens
                             const std::optional<at::Tensor>& initial_state,
                             const std::optional<at::Tensor>& cu_seqlens,
                             const at::Tensor& checkpoints) {
-  const Scan s =
-      prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, cu_seqlens);
-  const auto acc = s.A.options();
-  TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type(),
-              "selective_scan backward: dout must have u's shape and dtype");
-  TORCH_CHECK(checkpoints.sizes() == at::IntArrayRef({s.batch, s.dim, s.chunks(), s.dstate}) &&
-                  checkpoints.scalar_type() == s.A.scalar_type(),
-              "selective_scan backward: checkpoints do not match the problem (pass the forward's)");
-  at::Tensor dlast;
-  if (dlast_state.has_value() && dlast_state->defined()) {
-    TORCH_CHECK(dlast_state->sizes() == at::IntArrayRef({s.nseq, s.dim, s.dstate}),
-                "selective_scan backward: dlast_state must have shape (", s.nseq, ", ", s.dim, ", ",
-                s.dstate, "), but got ", dlast_state->sizes());
-    dlast = dlast_state->to(s.A.scalar_type()).contiguous();
-  }
-  const at::Tensor g = dout.contiguous(), ck = checkpoints.contiguous();
-  at::Tensor du = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor ddelta = at::empty_like(du);
-  at::Tensor dz = z.has_value() ? at::empty_like(du) : at::Tensor();
-  at::Tensor dinit = at::empty({s.nseq, s.dim, s.dstate}, acc);
-  at::Tensor dA_part = at::empty({s.batch, s.dim, s.dstate}, acc);
-  at::Tensor dD_part = at::empty({s.batch, s.dim}, acc);
-  at::Tensor dbias_part = at::empty({s.batch, s.dim}, acc);
-  const int64_t bpg = blocks_per_group(s);
-  auto bc_part = [&](bool var) {
-    return var ? at::zeros({s.batch, s.groups, bpg, s.seqlen, s.dstate}, acc)
-               : at::empty({s.batch, s.dim, s.dstate}, acc);
-  };
-  at::Tensor dB_part = bc_part(s.var_B), dC_part = bc_part(s.var_C);
+  const ScanBackward b =
+      prepare_scan_backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias,
+                            delta_softplus, initial_state, cu_seqlens, checkpoints);
+  const Scan& s = b.s;
+  ScanGrads g = allocate_grads(s, blocks_per_group(s));
   KZ_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
-    backward_cpu<scalar_t>(s, g, dlast, ck, du, ddelta, dz, dinit, dA_part, dD_part, dbias_part,
-                           dB_part, dC_part);
+    backward_cpu<scalar_t>(s, b.dout, b.dlast, b.checkpoints, g.du, g.ddelta, g.dz, g.dinit,
+                           g.dA_part, g.dD_part, g.dbias_part, g.dB, g.dC);
   });
-  // Gradients in the layouts and dtypes of their inputs.
-  auto bc_grad = [&](const at::Tensor& part, bool var, bool ungrouped, int64_t groups,
-                     const at::Tensor& like) {
-    at::Tensor r;
-    if (var) {
-      // (batch, task groups, blocks, L, N) summed over the task groups inside
-      // each of B's (or C's) groups and over the blocks -> (batch, groups, N, L)
-      r = part.reshape({s.batch, groups, s.groups / groups * bpg, s.seqlen, s.dstate});
-      r = sum_leading(r.permute({2, 0, 1, 3, 4})).transpose(-1, -2);
-      if (ungrouped) r = r.squeeze(1);
-    } else {
-      r = sum_leading(part);
-    }
-    return r.to(like.scalar_type()).contiguous();
-  };
-  const at::Tensor empty = at::empty({0}, u.options());
-  return {du,
-          ddelta,
-          sum_leading(dA_part).to(A.scalar_type()),
-          bc_grad(dB_part, s.var_B, s.B_ungrouped, s.groups_B, B),
-          bc_grad(dC_part, s.var_C, s.C_ungrouped, s.groups_C, C),
-          D.has_value() ? sum_leading(dD_part).to(D->scalar_type()) : empty,
-          z.has_value() ? dz : empty,
-          delta_bias.has_value() ? sum_leading(dbias_part).to(delta_bias->scalar_type()) : empty,
-          initial_state.has_value() ? dinit.to(initial_state->scalar_type()) : empty};
+  return finish_grads(s, g);
 }
 
 namespace {
