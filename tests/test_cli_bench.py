@@ -95,6 +95,15 @@ def test_bench_unknown_op_is_an_error():
     assert "no benchmark cases for nosuchop" in p.stderr
 
 
+def test_bench_name_selects_the_ops_it_prefixes():
+    ops = {c.op for c in bench.list_cases(["selective_scan"])}
+    assert ops == {"selective_scan_forward"}
+    assert {c.op for c in bench.list_cases(["flash_attn"])} == {"flash_attn_forward", "flash_attn_kvcache"}
+    assert {c.op for c in bench.list_cases(["roi_align"])} == {"roi_align"}
+    with pytest.raises(ValueError, match="no benchmark cases for selective_sc"):
+        bench.list_cases(["selective_sc"])  # a prefix only up to an underscore
+
+
 def cli_op():
     """An op with CPU cases (the first the registry lists), its CPU cases, and
     a dtype they all declare."""

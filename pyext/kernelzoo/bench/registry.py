@@ -101,14 +101,20 @@ def _load_cases() -> None:
 
 
 def list_cases(ops: Iterable[str] = ()) -> list[Case]:
-    """Registered cases, optionally only those of the given ops."""
+    """Registered cases, optionally only those of the given ops. A name selects
+    the op of that name and the ops it prefixes up to an underscore
+    (``selective_scan`` selects ``selective_scan_forward``; ``flash_attn``
+    selects ``flash_attn_forward`` and ``flash_attn_kvcache``)."""
     _load_cases()
     ops = [ops] if isinstance(ops, str) else list(ops)
-    unknown = sorted(set(ops) - {c.op for c in _CASES})
+    known = {c.op for c in _CASES}
+    selected = {o: {k for k in known if k == o or k.startswith(o + "_")} for o in ops}
+    unknown = sorted(o for o, ks in selected.items() if not ks)
     if unknown:
-        known = ", ".join(sorted({c.op for c in _CASES}))
-        raise ValueError(f"no benchmark cases for {', '.join(unknown)}; ops with cases: {known}")
-    return [c for c in _CASES if not ops or c.op in ops]
+        raise ValueError(f"no benchmark cases for {', '.join(unknown)}; "
+                         f"ops with cases: {', '.join(sorted(known))}")
+    wanted = set().union(*selected.values()) if ops else known
+    return [c for c in _CASES if c.op in wanted]
 
 
 def _sync(device: str) -> None:
