@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernelzoo.nn.inference import onednn_linear, onednn_linear_ok
+from kernelzoo.nn.inference import decode_linear, onednn_linear, onednn_linear_ok
 from kernelzoo.ops import selective_scan_fn, selective_state_update
 
 __all__ = ["MambaConfig", "MambaForCausalLM", "MambaCausalLMOutput", "GenerateOutput"]
@@ -220,6 +220,21 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.empty(di))
         self.out_proj = nn.Linear(di, config.hidden_size, bias=config.use_bias)
         self._init_ssm(config)
+        self._step_cache = None  # (key, float32 constants of step()), see _step_constants
+
+    def _step_constants(self):
+        """A = -exp(A_log), D, dt_proj's bias and the conv weight and bias in
+        float32, as every decoding step needs them: computed once and kept
+        until one of the parameters changes (in place or replaced)."""
+        ps = [self.A_log, self.D, self.dt_proj.bias, self.conv1d.weight, self.conv1d.bias]
+        key = tuple((p._version, p.data_ptr(), p.dtype) if p is not None else None for p in ps)
+        if self._step_cache is None or self._step_cache[0] != key:
+            bias = self.conv1d.bias
+            self._step_cache = (key, (-torch.exp(self.A_log.float()), self.D.float(),
+                                      self.dt_proj.bias.float(),
+                                      self.conv1d.weight[:, 0, :].float(),
+                                      bias.float() if bias is not None else None))
+        return self._step_cache[1]
 
     @torch.no_grad()
     def _init_ssm(self, c: MambaConfig) -> None:
@@ -275,25 +290,24 @@ class MambaMixer(nn.Module):
         """One decoding step: ``h`` ``(batch, hidden)``; updates ``conv_state``
         ``(batch, inner, conv_kernel - 1)`` and ``ssm_state`` ``(batch, inner,
         state)`` in place; returns ``(batch, hidden)``."""
-        xz = _linear(h, self.in_proj.weight, self.in_proj.bias)
+        A, D, dt_bias, w, conv_bias = self._step_constants()
+        xz = decode_linear(h, self.in_proj.weight, self.in_proj.bias)
         x, z = xz.chunk(2, dim=-1)                                        # (b, inner) each
-        w = self.conv1d.weight[:, 0, :]                                   # (inner, k)
         window = torch.cat([conv_state, x.unsqueeze(-1).to(conv_state.dtype)], dim=-1)
         conv_state.copy_(window[..., 1:])
-        # conv_kernel products per channel, in float32 (a bfloat16 einsum/bmm of
-        # this shape is slow on CPU: 10% of a bfloat16 decoding step, measured).
-        xc = (window.float() * w.float()).sum(-1)
-        if self.conv1d.bias is not None:
-            xc = xc + self.conv1d.bias.float()
+        # conv_kernel products per channel (w: (inner, k)), in float32 (a bfloat16
+        # einsum/bmm of this shape is slow on CPU: 10% of a bfloat16 decoding step, measured).
+        xc = (window.float() * w).sum(-1)
+        if conv_bias is not None:
+            xc = xc + conv_bias
         x = F.silu(xc).to(h.dtype)
         n, r = self.ssm_state_size, self.time_step_rank
-        dt, B, C = torch.split(_linear(x, self.x_proj.weight), [r, n, n], dim=-1)
-        dt = _linear(dt, self.dt_proj.weight)
-        A = -torch.exp(self.A_log.float())
+        dt, B, C = torch.split(decode_linear(x, self.x_proj.weight), [r, n, n], dim=-1)
+        dt = decode_linear(dt, self.dt_proj.weight)
         y = selective_state_update(ssm_state, x.contiguous(), dt.contiguous(), A,
-                                   B.contiguous(), C.contiguous(), self.D.float(),
-                                   z.contiguous(), self.dt_proj.bias.float(), True)
-        return _linear(y.to(h.dtype), self.out_proj.weight, self.out_proj.bias)
+                                   B.contiguous(), C.contiguous(), D,
+                                   z.contiguous(), dt_bias, True)
+        return decode_linear(y.to(h.dtype), self.out_proj.weight, self.out_proj.bias)
 
 
 class MambaBlock(nn.Module):
@@ -377,7 +391,7 @@ class MambaForCausalLM(nn.Module):
 
     def _logits(self, h: Tensor) -> Tensor:
         h = self.backbone.norm_f(h)
-        return _linear(h.to(self.lm_head.weight.dtype), self.lm_head.weight).float()
+        return decode_linear(h.to(self.lm_head.weight.dtype), self.lm_head.weight).float()
 
     @torch.no_grad()
     def prefill(self, input_ids: Tensor):

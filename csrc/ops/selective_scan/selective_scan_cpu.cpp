@@ -673,6 +673,19 @@ acc_t update_row(state_t* row, const acc_t* A, const acc_t* B, const acc_t* C, a
   return update_row_impl(row, A, B, C, dt, x, N);
 }
 
+template <typename acc_t>
+KZ_ALWAYS_INLINE void softplus_rows_impl(acc_t* KZ_RESTRICT v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] = softplus_lane(v[i]);
+}
+template <typename acc_t>
+KZ_ALWAYS_INLINE void silu_rows_impl(acc_t* KZ_RESTRICT v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] *= sigmoid_lane(v[i]);
+}
+KZ_CPU_CLONES void softplus_rows(float* v, int64_t n) { softplus_rows_impl(v, n); }
+KZ_CPU_CLONES void silu_rows(float* v, int64_t n) { silu_rows_impl(v, n); }
+void softplus_rows(double* v, int64_t n) { softplus_rows_impl(v, n); }
+void silu_rows(double* v, int64_t n) { silu_rows_impl(v, n); }
+
 template <typename scalar_t, typename state_t>
 void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
   using acc_t = acc_type_t<scalar_t>;
@@ -687,24 +700,32 @@ void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
   const acc_t* D = su.D.defined() ? su.D.const_data_ptr<acc_t>() : nullptr;
   const acc_t* bias = su.dt_bias.defined() ? su.dt_bias.const_data_ptr<acc_t>() : nullptr;
   scalar_t* o = out.mutable_data_ptr<scalar_t>();
-  for_each_task<int>(batch * H, batch * H * P * N * 4, [&](int64_t task, int&) {
-    const int64_t b = task / H, h = task % H, g = h / (H / G);
+  // tasks: (batch, head, block of kRows channels), so that the flat form
+  // (one head) runs in parallel too
+  constexpr int64_t kRows = 64;
+  const int64_t blocks = (P + kRows - 1) / kRows;
+  for_each_task<int>(batch * H * blocks, batch * H * P * N * 4, [&](int64_t task, int&) {
+    const int64_t b = task / (H * blocks), h = task / blocks % H, g = h / (H / G);
+    const int64_t p0 = task % blocks * kRows, p1 = std::min(P, p0 + kRows);
     const acc_t* Bb = B + (b * G + g) * N;
     const acc_t* Cb = C + (b * G + g) * N;
-    for (int64_t p = 0; p < P; ++p) {
-      const int64_t e = (b * H + h) * P + p, hp = h * P + p;
-      acc_t d = static_cast<acc_t>(dt[e]) + (bias ? bias[hp] : acc_t(0));
-      if (su.softplus) d = softplus_lane(d);
-      const acc_t xv = static_cast<acc_t>(x[e]);
-      state_t* row = st + b * ss0 + h * ss1 + p * ss2;
+    // the rows' step sizes and gates first, vectorized across the rows
+    const int64_t e0 = (b * H + h) * P + p0, hp0 = h * P + p0, n = p1 - p0;
+    acc_t d[kRows], gate[kRows];
+    for (int64_t i = 0; i < n; ++i) {
+      d[i] = static_cast<acc_t>(dt[e0 + i]) + (bias ? bias[hp0 + i] : acc_t(0));
+      gate[i] = z ? static_cast<acc_t>(z[e0 + i]) : acc_t(0);
+    }
+    if (su.softplus) softplus_rows(d, n);
+    if (z) silu_rows(gate, n);
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t xv = static_cast<acc_t>(x[e0 + i]);
+      state_t* row = st + b * ss0 + h * ss1 + (p0 + i) * ss2;
       // from the new state before its rounding, as mamba_ssm's kernel
-      acc_t y = update_row(row, A + hp * N, Bb, Cb, d, xv, N);
-      if (D) y += xv * D[hp];
-      if (z) {
-        const acc_t zv = static_cast<acc_t>(z[e]);
-        y *= zv * sigmoid_lane(zv);
-      }
-      o[e] = static_cast<scalar_t>(y);
+      acc_t y = update_row(row, A + (hp0 + i) * N, Bb, Cb, d[i], xv, N);
+      if (D) y += xv * D[hp0 + i];
+      if (z) y *= gate[i];
+      o[e0 + i] = static_cast<scalar_t>(y);
     }
   });
 }
