@@ -115,7 +115,30 @@ def _selective_state_update_samples():
            torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g), None, None, None, True)
 
 
+def _deform_args():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 6, 5, generator=g)
+    w = torch.randn(6, 2, 3, 3, generator=g)
+    off = torch.randn(2, 36, 6, 5, generator=g)
+    mask = torch.rand(2, 18, 6, 5, generator=g)
+    return x, w, off, mask, torch.randn(6, generator=g), 1, 1, 1, 1, 1, 1, 2, 2
+
+
+def _deform_conv2d_samples():
+    yield tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in _deform_args())
+    x, w, off, mask, b, *rest = _deform_args()
+    yield (x, w[:, :, :1, :2], off[:, :8, :3, :4], None, None, 2, 1, 0, 0, 1, 1, 2, 2)
+
+
+def _deform_conv2d_backward_samples():
+    args = _deform_args()
+    out = torch.ops.kernelzoo.deform_conv2d(*args)
+    yield (torch.randn_like(out), *args)
+
+
 SAMPLES = {
+    "deform_conv2d": _deform_conv2d_samples,
+    "_deform_conv2d_backward": _deform_conv2d_backward_samples,
     "selective_scan_forward": _selective_scan_forward_samples,
     "_selective_scan_backward": _selective_scan_backward_samples,
     "selective_state_update": _selective_state_update_samples,

@@ -1,0 +1,53 @@
+// Host side of deform_conv2d shared by its CPU and CUDA entry points and the
+// C++ tests: the validated problem (prepare, defined in deform_conv2d.cpp with
+// the checks that raise the documented errors, mirrored by the fake kernels in
+// pyext/kernelzoo/ops/deform_conv2d.py), and the sizes of the chunks of images
+// the kernels work on.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "deform_conv2d_params.h"
+
+namespace kernelzoo {
+namespace deform_detail {
+
+struct Problem {
+  // Contiguous: input (N, C, H, W), weight, offset, mask (undefined for v1),
+  // bias (undefined when absent); all of input's dtype and device.
+  at::Tensor input, weight, offset, mask, bias;
+  Geometry g;
+};
+
+// The forward's arguments (name: the op, for messages).
+Problem prepare(const char* name, const at::Tensor& input, const at::Tensor& weight,
+                const at::Tensor& offset, const std::optional<at::Tensor>& mask,
+                const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w,
+                int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups,
+                int64_t offset_groups);
+
+// The backward's: the forward's problem and grad (N, C_out, H_out, W_out),
+// contiguous.
+struct BackwardProblem {
+  Problem p;
+  at::Tensor grad;
+};
+
+BackwardProblem prepare_backward(const at::Tensor& grad, const at::Tensor& input,
+                                 const at::Tensor& weight, const at::Tensor& offset,
+                                 const std::optional<at::Tensor>& mask,
+                                 const std::optional<at::Tensor>& bias, int64_t stride_h,
+                                 int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
+                                 int64_t dil_w, int64_t groups, int64_t offset_groups);
+
+// Images per chunk: the column buffer (C * kh * kw rows, one column per output
+// position of the chunk's images, in the accumulation type of acc_bytes bytes)
+// and the sampling table stay within about kChunkBytes; at least one image.
+constexpr int64_t kChunkBytes = int64_t{64} << 20;
+int64_t images_per_chunk(const Geometry& g, int64_t acc_bytes);
+
+}  // namespace deform_detail
+}  // namespace kernelzoo
