@@ -86,6 +86,16 @@ def test_integer_and_half_integer_coordinates(device):
                 rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("case", [dict(), dict(groups=2, og=2, stride=(2, 1), dil=(1, 2)),
+                                  dict(mask=False, bias=False, k=(3, 2), pad=(0, 1))])
+def test_float64_matches_the_reference(case):
+    from kernelzoo import reference
+
+    p, args = problem(**case)
+    assert_same(run(ops.deform_conv2d, p, args), run(reference.deform_conv2d, p, args),
+                rtol=1e-10, atol=1e-10)
+
+
 def test_zero_offsets_and_unit_mask_equal_conv2d():
     p, args = problem(groups=2, og=2, stride=(2, 1), pad=(1, 2), dil=(1, 2))
     p["offset"].zero_()

@@ -26,8 +26,7 @@ TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
              "int dilation_h, int dilation_w, int groups, int offset_groups) "
              "-> (Tensor grad_input, Tensor grad_weight, Tensor grad_offset, Tensor grad_mask, "
              "Tensor grad_bias)",
-         },
-      kernelzoo::CudaKernels::NotYet);
+         });
 }
 
 // The op's autograd formula is registered from Python (ops/deform_conv2d.py);
@@ -70,10 +69,10 @@ Problem prepare(const char* name, const at::Tensor& input, const at::Tensor& wei
               offset.sizes());
   check_like(name, weight, "weight", input);
   check_like(name, offset, "offset", input);
-  TORCH_CHECK(stride_h > 0 && stride_w > 0, name, ": stride must be positive, but got (",
-              stride_h, ", ", stride_w, ")");
-  TORCH_CHECK(dil_h > 0 && dil_w > 0, name, ": dilation must be positive, but got (", dil_h,
-              ", ", dil_w, ")");
+  TORCH_CHECK(stride_h > 0 && stride_w > 0, name, ": stride must be positive, but got (", stride_h,
+              ", ", stride_w, ")");
+  TORCH_CHECK(dil_h > 0 && dil_w > 0, name, ": dilation must be positive, but got (", dil_h, ", ",
+              dil_w, ")");
   TORCH_CHECK(pad_h >= 0 && pad_w >= 0, name, ": padding must be non-negative, but got (", pad_h,
               ", ", pad_w, ")");
   Geometry g;
@@ -92,20 +91,22 @@ Problem prepare(const char* name, const at::Tensor& input, const at::Tensor& wei
   g.dil_w = dil_w;
   g.groups = groups;
   g.offset_groups = offset_groups;
-  TORCH_CHECK(g.kh > 0 && g.kw > 0, name, ": the kernel must be at least 1x1, but weight has shape ",
-              weight.sizes());
-  TORCH_CHECK(groups > 0 && g.C % groups == 0 && g.C_out % groups == 0, name, ": groups (",
-              groups, ") must divide the input channels (", g.C, ") and the output channels (",
-              g.C_out, ")");
-  TORCH_CHECK(weight.size(1) * groups == g.C, name, ": weight.size(1) * groups must equal the "
-              "input channels: ", weight.size(1), " * ", groups, " != ", g.C);
+  TORCH_CHECK(g.kh > 0 && g.kw > 0, name,
+              ": the kernel must be at least 1x1, but weight has shape ", weight.sizes());
+  TORCH_CHECK(groups > 0 && g.C % groups == 0 && g.C_out % groups == 0, name, ": groups (", groups,
+              ") must divide the input channels (", g.C, ") and the output channels (", g.C_out,
+              ")");
+  TORCH_CHECK(weight.size(1) * groups == g.C, name,
+              ": weight.size(1) * groups must equal the "
+              "input channels: ",
+              weight.size(1), " * ", groups, " != ", g.C);
   const int64_t K = g.taps();
   TORCH_CHECK(offset.size(1) % (2 * K) == 0 && offset.size(1) > 0, name,
               ": offset must have 2 * offset_groups * kh * kw channels (a multiple of 2 * ", K,
               " for a ", g.kh, "x", g.kw, " kernel), but has ", offset.size(1));
-  TORCH_CHECK(offset_groups > 0 && offset.size(1) == 2 * offset_groups * K, name,
-              ": offset has ", offset.size(1), " channels, but offset_groups = ", offset_groups,
-              " needs ", 2 * offset_groups * K);
+  TORCH_CHECK(offset_groups > 0 && offset.size(1) == 2 * offset_groups * K, name, ": offset has ",
+              offset.size(1), " channels, but offset_groups = ", offset_groups, " needs ",
+              2 * offset_groups * K);
   TORCH_CHECK(g.C % offset_groups == 0, name, ": offset_groups (", offset_groups,
               ") must divide the input channels (", g.C, ")");
   const int64_t eff_h = dil_h * (g.kh - 1) + 1, eff_w = dil_w * (g.kw - 1) + 1;
@@ -114,9 +115,9 @@ Problem prepare(const char* name, const at::Tensor& input, const at::Tensor& wei
   TORCH_CHECK(g.H + 2 * pad_h >= eff_h && g.W + 2 * pad_w >= eff_w && g.H_out > 0 && g.W_out > 0,
               name, ": the output would be empty: input ", g.H, "x", g.W, " with padding (", pad_h,
               ", ", pad_w, ") is smaller than the dilated kernel ", eff_h, "x", eff_w);
-  TORCH_CHECK(offset.size(0) == g.N && offset.size(2) == g.H_out && offset.size(3) == g.W_out,
-              name, ": offset must have shape (N, ", offset.size(1), ", H_out, W_out) = (", g.N,
-              ", ", offset.size(1), ", ", g.H_out, ", ", g.W_out, "), but got ", offset.sizes());
+  TORCH_CHECK(offset.size(0) == g.N && offset.size(2) == g.H_out && offset.size(3) == g.W_out, name,
+              ": offset must have shape (N, ", offset.size(1), ", H_out, W_out) = (", g.N, ", ",
+              offset.size(1), ", ", g.H_out, ", ", g.W_out, "), but got ", offset.sizes());
   constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
   TORCH_CHECK(g.H <= kMaxInt && g.W <= kMaxInt && (g.H == 0 || g.W <= kMaxInt / g.H), name,
               ": input planes of more than 2^31 - 1 pixels are not supported, but got ", g.H, "x",
@@ -166,7 +167,8 @@ BackwardProblem prepare_backward(const at::Tensor& grad, const at::Tensor& input
 int64_t images_per_chunk(const Geometry& g, int64_t acc_bytes) {
   const int64_t per_image = g.C * g.taps() * g.positions() * acc_bytes +
                             g.offset_groups * g.taps() * g.positions() * 20 * acc_bytes;
-  return std::max<int64_t>(1, std::min<int64_t>(g.N, kChunkBytes / std::max<int64_t>(per_image, 1)));
+  return std::max<int64_t>(1,
+                           std::min<int64_t>(g.N, kChunkBytes / std::max<int64_t>(per_image, 1)));
 }
 
 }  // namespace deform_detail
@@ -191,9 +193,9 @@ const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
 
 at::Tensor deform_conv2d(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-                         const std::optional<at::Tensor>& bias, int64_t stride_h,
-                         int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-                         int64_t dilation_w, int64_t groups, int64_t offset_groups) {
+                         const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w,
+                         int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+                         int64_t groups, int64_t offset_groups) {
   return forward_op().call(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
                            dilation_h, dilation_w, groups, offset_groups);
 }
@@ -233,8 +235,8 @@ at::Tensor deform_conv2d_autocast(const at::Tensor& input, const at::Tensor& wei
   c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
   return forward_op()
       .call(autocast_float32(input), autocast_float32(weight), autocast_float32(offset),
-            autocast_opt(mask), autocast_opt(bias), stride_h, stride_w, pad_h, pad_w, dil_h,
-            dil_w, groups, offset_groups)
+            autocast_opt(mask), autocast_opt(bias), stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+            groups, offset_groups)
       .to(input.scalar_type());
 }
 

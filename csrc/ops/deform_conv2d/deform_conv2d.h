@@ -15,9 +15,9 @@ namespace kernelzoo {
 
 at::Tensor deform_conv2d(const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-                         const std::optional<at::Tensor>& bias, int64_t stride_h,
-                         int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-                         int64_t dilation_w, int64_t groups, int64_t offset_groups);
+                         const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w,
+                         int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+                         int64_t groups, int64_t offset_groups);
 
 // Gradients (input, weight, offset, mask, bias) of sum(grad * output); those of
 // an absent mask or bias are empty tensors.

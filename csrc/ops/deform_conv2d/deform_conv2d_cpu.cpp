@@ -46,10 +46,9 @@ namespace {
 // which takes the transposed operands as views): measured about twice as fast
 // as at::mm (MKL) on this project's CPUs for these shapes; at::mm otherwise.
 at::Tensor product(const at::Tensor& a, const at::Tensor& b) {
-  using LinearSig = at::Tensor(const at::Tensor&, const at::Tensor&,
-                               const std::optional<at::Tensor>&, c10::string_view,
-                               c10::List<std::optional<at::Scalar>>,
-                               std::optional<c10::string_view>);
+  using LinearSig = at::Tensor(
+      const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, c10::string_view,
+      c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>);
   static const auto handle =
       c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
   if (a.scalar_type() == at::kFloat && handle.has_value() && a.numel() > 0 && b.numel() > 0) {
@@ -61,7 +60,9 @@ at::Tensor product(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // The grain of at::parallel_for for rows of `per_row` element operations.
-int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(per_row, 1)); }
+int64_t grain(int64_t per_row) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(per_row, 1));
+}
 
 // Samples of images [n0, n0 + nb): entry ((i * OG + og) * K + tap) * P + pos, i = n - n0.
 template <typename scalar_t, typename acc_t>
@@ -80,17 +81,6 @@ void build_table(const Problem& p, int64_t n0, int64_t nb, std::vector<Sample<ac
       }
     }
   });
-}
-
-// A sample's value in one plane with the weights w (one of the Sample's four
-// sets); a neighbour off the map is not read.
-template <typename acc_t, typename scalar_t>
-inline acc_t sample_value(const Sample<acc_t>& s, const acc_t* w, const scalar_t* plane) {
-  acc_t v = acc_t(0);
-  for (int t = 0; t < 4; ++t) {
-    if (s.idx[t] >= 0) v += w[t] * static_cast<acc_t>(plane[s.idx[t]]);
-  }
-  return v;
 }
 
 // columns (C * K, nb * P) of images [n0, n0 + nb).
@@ -122,7 +112,8 @@ void forward_cpu(const Problem& p, at::Tensor& output) {
   const int64_t cin_g = g.C / g.groups * K, cout_g = g.C_out / g.groups;
   const auto acc = p.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
   const at::Tensor w = p.weight.to(acc.dtype()).reshape({g.C_out, cin_g});
-  const at::Tensor bias = p.bias.defined() ? p.bias.to(acc.dtype()).view({g.C_out, 1}) : at::Tensor();
+  const at::Tensor bias =
+      p.bias.defined() ? p.bias.to(acc.dtype()).view({g.C_out, 1}) : at::Tensor();
   const int64_t chunk = images_per_chunk(g, sizeof(acc_t));
   std::vector<Sample<acc_t>> table;
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
@@ -132,8 +123,7 @@ void forward_cpu(const Problem& p, at::Tensor& output) {
     im2col<scalar_t, acc_t>(p, n0, nb, table, cols.mutable_data_ptr<acc_t>());
     std::vector<at::Tensor> parts;
     for (int64_t gr = 0; gr < g.groups; ++gr) {
-      parts.push_back(
-          product(w.narrow(0, gr * cout_g, cout_g), cols.narrow(0, gr * cin_g, cin_g)));
+      parts.push_back(product(w.narrow(0, gr * cout_g, cout_g), cols.narrow(0, gr * cin_g, cin_g)));
     }
     at::Tensor out = g.groups == 1 ? parts[0] : at::cat(parts, 0);
     if (bias.defined()) out.add_(bias);
@@ -249,9 +239,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
     const at::Tensor& offset, const std::optional<at::Tensor>& mask,
     const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t offset_groups) {
-  const BackwardProblem b = prepare_backward(grad, input, weight, offset, mask, bias, stride_h,
-                                             stride_w, pad_h, pad_w, dil_h, dil_w, groups,
-                                             offset_groups);
+  const BackwardProblem b =
+      prepare_backward(grad, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
+                       dil_h, dil_w, groups, offset_groups);
   const Problem& p = b.p;
   at::Tensor grad_input = at::empty(p.input.sizes(), p.input.options());
   at::Tensor grad_weight = at::empty(p.weight.sizes(), p.weight.options());

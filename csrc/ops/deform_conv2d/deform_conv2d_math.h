@@ -24,13 +24,13 @@ KZ_HOST_DEVICE KZ_INLINE Sample<acc_t> make_sample(const Geometry& g, const scal
   const int64_t P = g.positions(), K = g.taps();
   const int64_t ho = pos / g.W_out, wo = pos % g.W_out, i = tap / g.kw, j = tap % g.kw;
   const scalar_t* off = offset + ((n * g.offset_groups + og) * 2 * K + 2 * tap) * P + pos;
-  const acc_t y = static_cast<acc_t>(ho * g.stride_h - g.pad_h + i * g.dil_h) +
-                  static_cast<acc_t>(off[0]);
-  const acc_t x = static_cast<acc_t>(wo * g.stride_w - g.pad_w + j * g.dil_w) +
-                  static_cast<acc_t>(off[P]);
+  const acc_t y =
+      static_cast<acc_t>(ho * g.stride_h - g.pad_h + i * g.dil_h) + static_cast<acc_t>(off[0]);
+  const acc_t x =
+      static_cast<acc_t>(wo * g.stride_w - g.pad_w + j * g.dil_w) + static_cast<acc_t>(off[P]);
   Sample<acc_t> s;
-  s.mask = mask ? static_cast<acc_t>(mask[((n * g.offset_groups + og) * K + tap) * P + pos])
-                : acc_t(1);
+  s.mask =
+      mask ? static_cast<acc_t>(mask[((n * g.offset_groups + og) * K + tap) * P + pos]) : acc_t(1);
   for (int t = 0; t < 4; ++t) {
     s.idx[t] = -1;
     s.w[t] = s.wu[t] = s.wy[t] = s.wx[t] = acc_t(0);
@@ -59,6 +59,18 @@ KZ_HOST_DEVICE KZ_INLINE Sample<acc_t> make_sample(const Geometry& g, const scal
     s.wx[t] = wy * (dx ? acc_t(1) : acc_t(-1));
   }
   return s;
+}
+
+// A sample's value in one plane with the weights w (one of the Sample's four
+// sets: w, wu, wy, wx); a neighbour off the map is not read.
+template <typename acc_t, typename scalar_t>
+KZ_HOST_DEVICE KZ_INLINE acc_t sample_value(const Sample<acc_t>& s, const acc_t* w,
+                                            const scalar_t* plane) {
+  acc_t v = acc_t(0);
+  for (int t = 0; t < 4; ++t) {
+    if (s.idx[t] >= 0) v += w[t] * static_cast<acc_t>(plane[s.idx[t]]);
+  }
+  return v;
 }
 
 }  // namespace deform_detail

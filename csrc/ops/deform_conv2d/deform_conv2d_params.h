@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "../../common/macros.h"
+
 namespace kernelzoo {
 namespace deform_detail {
 
@@ -15,8 +17,8 @@ struct Geometry {
   int64_t N = 0, C = 0, H = 0, W = 0, C_out = 0, H_out = 0, W_out = 0;
   int64_t kh = 1, kw = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   int64_t dil_h = 1, dil_w = 1, groups = 1, offset_groups = 1;
-  int64_t taps() const { return kh * kw; }
-  int64_t positions() const { return H_out * W_out; }
+  KZ_HOST_DEVICE int64_t taps() const { return kh * kw; }
+  KZ_HOST_DEVICE int64_t positions() const { return H_out * W_out; }
 };
 
 // One bilinear sample of a tap at an output position, for every channel of
