@@ -4,6 +4,8 @@
 #include "deform_conv2d.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
@@ -162,6 +164,22 @@ BackwardProblem prepare_backward(const at::Tensor& grad, const at::Tensor& input
               g.W_out, "), but got ", grad.sizes());
   b.grad = grad.contiguous();
   return b;
+}
+
+Grads allocate_grads(const BackwardProblem& b) {
+  const Problem& p = b.p;
+  Grads g;
+  g.input = at::empty(p.input.sizes(), p.input.options());
+  g.weight = at::empty(p.weight.sizes(), p.weight.options());
+  g.offset = at::empty(p.offset.sizes(), p.offset.options());
+  g.mask = p.mask.defined() ? at::empty(p.mask.sizes(), p.mask.options())
+                            : at::empty({0}, p.input.options());
+  g.bias = at::empty({0}, p.input.options());
+  if (p.bias.defined()) {
+    const auto acc = b.grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    g.bias = at::sum(b.grad, {0, 2, 3}, false, acc).to(b.grad.scalar_type());
+  }
+  return g;
 }
 
 int64_t images_per_chunk(const Geometry& g, int64_t acc_bytes) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <tuple>
 
 #include "deform_conv2d_params.h"
 
@@ -42,6 +43,17 @@ BackwardProblem prepare_backward(const at::Tensor& grad, const at::Tensor& input
                                  const std::optional<at::Tensor>& bias, int64_t stride_h,
                                  int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
                                  int64_t dil_w, int64_t groups, int64_t offset_groups);
+
+// The backward's outputs: the gradients of input, weight, offset and mask
+// (empty without a mask), allocated like them, uninitialised; and the bias's
+// gradient (the sum of grad over N, H, W; empty without a bias).
+struct Grads {
+  at::Tensor input, weight, offset, mask, bias;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> tuple() const {
+    return {input, weight, offset, mask, bias};
+  }
+};
+Grads allocate_grads(const BackwardProblem& b);
 
 // Images per chunk: the column buffer (C * kh * kw rows, one column per output
 // position of the chunk's images, in the accumulation type of acc_bytes bytes)

@@ -242,21 +242,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
   const BackwardProblem b =
       prepare_backward(grad, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
                        dil_h, dil_w, groups, offset_groups);
-  const Problem& p = b.p;
-  at::Tensor grad_input = at::empty(p.input.sizes(), p.input.options());
-  at::Tensor grad_weight = at::empty(p.weight.sizes(), p.weight.options());
-  at::Tensor grad_offset = at::empty(p.offset.sizes(), p.offset.options());
-  at::Tensor grad_mask = p.mask.defined() ? at::empty(p.mask.sizes(), p.mask.options())
-                                          : at::empty({0}, p.input.options());
+  Grads g = allocate_grads(b);
   KZ_DISPATCH_FLOATING_TYPES(input.scalar_type(), "_deform_conv2d_backward", [&] {
-    backward_cpu<scalar_t>(b, grad_input, grad_weight, grad_offset, grad_mask);
+    backward_cpu<scalar_t>(b, g.input, g.weight, g.offset, g.mask);
   });
-  at::Tensor grad_bias = at::empty({0}, p.input.options());
-  if (p.bias.defined()) {
-    const auto acc = b.grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    grad_bias = at::sum(b.grad, {0, 2, 3}, false, acc).to(b.grad.scalar_type());
-  }
-  return {grad_input, grad_weight, grad_offset, grad_mask, grad_bias};
+  return g.tuple();
 }
 
 }  // namespace

@@ -98,11 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> launch_ba
     const BackwardProblem& b, const Launch& launch, BackwardPath path) {
   const Problem& p = b.p;
   const Geometry& g = p.g;
-  at::Tensor grad_input = at::empty(p.input.sizes(), p.input.options());
-  at::Tensor grad_weight = at::empty(p.weight.sizes(), p.weight.options());
-  at::Tensor grad_offset = at::empty(p.offset.sizes(), p.offset.options());
-  at::Tensor grad_mask = p.mask.defined() ? at::empty(p.mask.sizes(), p.mask.options())
-                                          : at::empty({0}, p.input.options());
+  const Grads grads = allocate_grads(b);
   KZ_DISPATCH_FLOATING_TYPES(p.input.scalar_type(), "_deform_conv2d_backward", [&] {
     using acc_t = acc_type_t<scalar_t>;
     const auto acc = c10::CppTypeToScalarType<acc_t>::value;
@@ -110,7 +106,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> launch_ba
     const int64_t cout_g = g.C_out / g.groups;
     const at::Tensor w = p.weight.to(acc).reshape({g.C_out, cin_g});
     at::Tensor gw = at::zeros({g.C_out, cin_g}, p.input.options().dtype(acc));
-    const AtomicAccumulator<scalar_t> gin(grad_input);  // zeroed; float32 for 16-bit inputs
+    const AtomicAccumulator<scalar_t> gin(grads.input);  // zeroed; float32 for 16-bit inputs
     const int64_t chunk = images_per_chunk(g, sizeof(acc_t));
     for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
       const Chunk ch{n0, std::min(chunk, g.N - n0)};
@@ -132,8 +128,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> launch_ba
       const int64_t entries = ch.nb * g.offset_groups * K * P;
       launch(deform_offset_grad_kernel<scalar_t, acc_t>, grid_blocks(entries), kBlockThreads, 0, g,
              ch, p.input.const_data_ptr<scalar_t>(), samples<acc_t>(table),
-             gcols.const_data_ptr<acc_t>(), grad_offset.mutable_data_ptr<scalar_t>(),
-             p.mask.defined() ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr);
+             gcols.const_data_ptr<acc_t>(), grads.offset.mutable_data_ptr<scalar_t>(),
+             p.mask.defined() ? grads.mask.mutable_data_ptr<scalar_t>() : nullptr);
       if (path == BackwardPath::Atomic) {
         launch(deform_col2im_atomic_kernel<acc_t>, grid_blocks(g.C * K * width), kBlockThreads, 0,
                g, ch, samples<acc_t>(table), gcols.const_data_ptr<acc_t>(), gin.data());
@@ -143,14 +139,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> launch_ba
       }
     }
     gin.finish();
-    grad_weight.copy_(gw.view(p.weight.sizes()));
+    grads.weight.copy_(gw.view(p.weight.sizes()));
   });
-  at::Tensor grad_bias = at::empty({0}, p.input.options());
-  if (p.bias.defined()) {
-    const auto acc = b.grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    grad_bias = at::sum(b.grad, {0, 2, 3}, false, acc).to(b.grad.scalar_type());
-  }
-  return {grad_input, grad_weight, grad_offset, grad_mask, grad_bias};
+  return grads.tuple();
 }
 
 }  // namespace deform_detail

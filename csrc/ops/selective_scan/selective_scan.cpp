@@ -205,6 +205,12 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   return s;
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> allocate_outputs(const Scan& s) {
+  const auto acc = s.A.options();
+  return {at::empty(s.u.sizes(), s.u.options()), at::empty({s.nseq, s.dim, s.dstate}, acc),
+          at::empty({s.batch, s.dim, s.chunks(), s.dstate}, acc)};
+}
+
 ScanBackward prepare_scan_backward(
     const at::Tensor& dout, const std::optional<at::Tensor>& dlast_state, const at::Tensor& u,
     const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,

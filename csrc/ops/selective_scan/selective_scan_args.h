@@ -41,6 +41,11 @@ Scan prepare_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
                   bool delta_softplus, const std::optional<at::Tensor>& initial_state,
                   const std::optional<at::Tensor>& cu_seqlens);
 
+// The forward's outputs, allocated on u's device: out (u's shape, contiguous),
+// last_state (nseq, dim, N) and the checkpoints (batch, dim, chunks, N) in the
+// accumulation dtype.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> allocate_outputs(const Scan& s);
+
 // The backward's inputs after the checks: the problem, dout (contiguous), the
 // gradient of the last state (accumulation dtype, contiguous; undefined when
 // absent) and the forward's checkpoints (contiguous).

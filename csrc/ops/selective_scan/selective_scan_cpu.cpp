@@ -616,10 +616,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_forward_cpu(
     const std::optional<at::Tensor>& initial_state, const std::optional<at::Tensor>& cu_seqlens) {
   const Scan s =
       prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, cu_seqlens);
-  const auto acc = s.A.options();
-  at::Tensor out = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor last = at::empty({s.nseq, s.dim, s.dstate}, acc);
-  at::Tensor ckpt = at::empty({s.batch, s.dim, s.chunks(), s.dstate}, acc);
+  auto [out, last, ckpt] = allocate_outputs(s);
   KZ_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward",
                              [&] { forward_cpu<scalar_t>(s, out, last, ckpt); });
   return {out, last, ckpt};

@@ -23,10 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_forward_cuda(
   c10::cuda::CUDAGuard guard(u.device());
   const Scan s =
       prepare_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, cu_seqlens);
-  const auto acc = s.A.options();
-  at::Tensor out = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor last = at::empty({s.nseq, s.dim, s.dstate}, acc);
-  at::Tensor ckpt = at::empty({s.batch, s.dim, s.chunks(), s.dstate}, acc);
+  auto [out, last, ckpt] = allocate_outputs(s);
   launch_forward(s, out, last, ckpt, CudaLaunch{});
   return {out, last, ckpt};
 }
