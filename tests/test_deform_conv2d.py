@@ -96,6 +96,20 @@ def test_float64_matches_the_reference(case):
                 rtol=1e-10, atol=1e-10)
 
 
+def test_gradcheck():
+    """float64 gradcheck of every input, offsets kept 0.05 pixel or more away
+    from integer coordinates (where the function is not differentiable)."""
+    p, args = problem(n=1, c=2, c_out=2, h=4, w=3, k=(2, 2), pad=(1, 0), groups=2, og=2)
+    frac = p["offset"] - p["offset"].floor()
+    p["offset"] = p["offset"].floor() + frac.clamp(0.05, 0.95)
+    ins = [p[k].requires_grad_() for k in ("input", "offset", "weight", "bias", "mask")]
+
+    def f(x, off, w, b, m):
+        return ops.deform_conv2d(x, off, w, b, mask=m, **args)
+
+    assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-6)
+
+
 def test_zero_offsets_and_unit_mask_equal_conv2d():
     p, args = problem(groups=2, og=2, stride=(2, 1), pad=(1, 2), dil=(1, 2))
     p["offset"].zero_()
