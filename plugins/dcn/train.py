@@ -2,9 +2,9 @@
 
 A classification task with geometric variation, made in code: each image shows
 one of four shapes (square, triangle, circle, cross) at a random position,
-size (half-extent 4 to 11 pixels in a 32x32 image), rotation (any angle) and
-stretch (aspect ratio 0.75 to 1.33), bright on a dark background, with soft
-(antialiased) edges, random grey levels and Gaussian noise. Deformable
+size (half-extent 3 to 10 pixels in a 32x32 image), rotation (any angle) and
+stretch (aspect ratio 0.67 to 1.5), brighter than the background by 0.2 to
+1, with soft (antialiased) edges and Gaussian noise (sigma 0.1). Deformable
 convolutions can adapt where their taps sample to the object's scale and
 orientation, which is what such a task asks for.
 
@@ -57,14 +57,14 @@ def shapes_batch(n: int, size: int = 32, channels: int = 1, *,
         return torch.rand(*shape, generator=g)
 
     labels = torch.randint(len(CLASSES), (n,), generator=g)
-    half = 4 + 7 * rand(n)                                  # half-extent, pixels
+    half = 3 + 7 * rand(n)                                  # half-extent, pixels
     theta = 2 * math.pi * rand(n)
-    aspect = torch.exp(math.log(4 / 3) * (2 * rand(n) - 1))   # 0.75 .. 1.33
+    aspect = torch.exp(math.log(1.5) * (2 * rand(n) - 1))     # 0.67 .. 1.5
     margin = half * aspect.clamp_min(1 / aspect)           # keep the shape mostly inside
     cx = margin + (size - 2 * margin).clamp_min(0) * rand(n) - 0.5
     cy = margin + (size - 2 * margin).clamp_min(0) * rand(n) - 0.5
-    bg = 0.3 * rand(n)
-    fg = 0.6 + 0.4 * rand(n)
+    bg = 0.4 * rand(n)
+    fg = bg + 0.2 + (0.8 - bg) * rand(n)                  # contrast >= 0.2
 
     def col(t):
         return t.view(n, 1, 1)
@@ -92,7 +92,7 @@ def shapes_batch(n: int, size: int = 32, channels: int = 1, *,
     # Local units to pixels (approximately: by the geometric mean of the scales).
     dist = dist * col(half)
     img = col(bg) + col(fg - bg) * torch.sigmoid(-dist / 0.4)
-    img = img + 0.05 * torch.randn(n, size, size, generator=g)
+    img = img + 0.1 * torch.randn(n, size, size, generator=g)
     img = img.unsqueeze(1).expand(n, channels, size, size).contiguous()
     return img.to(device), labels.to(device)
 
