@@ -35,6 +35,8 @@ __all__ = ["CLASSES", "shapes_batch", "evaluate", "fit", "train"]
 CLASSES = ("square", "triangle", "circle", "cross")
 #: Seed of the held-out evaluation images (no training run uses it).
 EVAL_SEED = 2017
+#: Held-out images the accuracy is measured on, by default.
+EVAL_IMAGES = 1000
 
 
 def shapes_batch(n: int, size: int = 32, channels: int = 1, *,
@@ -144,7 +146,7 @@ def _train_one(model, *, steps, batch_size, lr, seed, size, device, progress, la
 def fit(model_name: str = "dcn-test", *, steps: int | None = None,
         batch_size: int | None = None, lr: float | None = None, seed: int = 0,
         device: str = "cpu", progress: bool = True, baseline: bool = True,
-        eval_images: int = 1000, **overrides):
+        eval_images: int | None = None, **overrides):
     """Trains ``model_name`` on :func:`shapes_batch` images; returns ``(model,
     results)``. With ``baseline`` (the default) it then trains the same
     network with plain convolutions identically (same initial weights, save
@@ -156,7 +158,8 @@ def fit(model_name: str = "dcn-test", *, steps: int | None = None,
         lr: peak learning rate of Adam (default 3e-3).
         seed: seed of the initial weights and of the training images.
         baseline: also train the plain-convolution network.
-        eval_images: held-out images for the accuracy.
+        eval_images: held-out images for the accuracy (default
+            :data:`EVAL_IMAGES`, 1000).
         overrides: passed to :func:`kernelzoo.create_model`.
     """
     config = model_config(model_name, **overrides)
@@ -171,6 +174,7 @@ def fit(model_name: str = "dcn-test", *, steps: int | None = None,
     except ValueError as e:
         raise ValueError(f"steps and batch_size must be positive and lr > 0 (finite): {e}") \
             from None
+    eval_images = EVAL_IMAGES if eval_images is None else eval_images
     size = config.image_size
     # A lower bound of one step's memory: the shape generator's five distance
     # maps and the stem's activations (float32).
