@@ -87,3 +87,21 @@ def test_plain_baseline_starts_from_the_same_weights(monkeypatch):
     dcn, plain = seen
     assert set(dcn) - set(plain) == {k for k in dcn if ".conv_offset." in k} != set()
     assert all(torch.equal(plain[k], dcn[k]) for k in plain)
+
+
+def test_checks_before_training(monkeypatch):
+    import kernelzoo.plugins.dcn.train as dcn_train
+
+    monkeypatch.setattr(dcn_train, "shapes_batch", lambda *a, **k: pytest.fail("data was made"))
+    with pytest.raises(ValueError, match=r"a batch of 1000000000000 32x32 images needs at least "
+                                         r".* GiB of memory"):
+        fit("dcn-test", batch_size=10**12, steps=1, progress=False)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got inf"):
+        fit("dcn-test", lr=float("inf"), progress=False)
+    with pytest.raises(ValueError, match="steps must be a whole number >= 1, got 0"):
+        fit("dcn-test", steps=0, progress=False)
+    with pytest.raises(ValueError, match="num_classes is 3, the task has 4 classes"):
+        fit("dcn-test", num_classes=3, progress=False)
+    monkeypatch.setattr(dcn_train, "fit", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match="cannot save to '/nonexistent-kz/w.pt'"):
+        dcn_train.train("dcn-test", save="/nonexistent-kz/w.pt")
