@@ -35,17 +35,23 @@ import torchvision.ops.poolers as tv_poolers  # noqa: E402
 from kernelzoo.plugins.fasterrcnn import train as frcnn_train  # noqa: E402
 from kernelzoo.plugins.fasterrcnn.model import FasterRCNN  # noqa: E402
 
-MODELS = ["fasterrcnn-resnet18-fpn", "fasterrcnn-resnet50-fpn", "fasterrcnn-roipool-test",
-          "fasterrcnn-test"]
+MODELS = ["fasterrcnn-dcn-resnet50-fpn", "fasterrcnn-dcn-test", "fasterrcnn-resnet18-fpn",
+          "fasterrcnn-resnet50-fpn", "fasterrcnn-roipool-test", "fasterrcnn-test"]
 
 
 def test_presets():
     assert kernelzoo.list_models("fasterrcnn-*") == MODELS
-    assert kernelzoo.get_family("fasterrcnn").small_presets == ["roipool-test", "test"]
+    assert kernelzoo.get_family("fasterrcnn").small_presets == ["dcn-test", "roipool-test",
+                                                                "test"]
     r50 = kernelzoo.registry.model_config("fasterrcnn-resnet50-fpn")
     assert r50 == FasterRCNNConfig()               # torchvision's fasterrcnn_resnet50_fpn
     assert kernelzoo.registry.model_config("fasterrcnn-resnet18-fpn").backbone == "resnet18"
     assert kernelzoo.registry.model_config("fasterrcnn-roipool-test").box_pooler == "roi_pool"
+    import dataclasses
+    assert kernelzoo.registry.model_config("fasterrcnn-dcn-resnet50-fpn") == \
+        dataclasses.replace(r50, deformable_stages=(2, 3, 4))
+    assert kernelzoo.registry.model_config("fasterrcnn-dcn-test") == dataclasses.replace(
+        kernelzoo.registry.model_config("fasterrcnn-test"), deformable_stages=(2, 3, 4))
 
 
 # --------------------------------------------------------------------------- optional torchvision
@@ -150,6 +156,66 @@ def test_backbone_options_match_torchvision():
     assert isinstance(blocks.layer1[0], tv_resnet.Bottleneck)
 
 
+def test_dcn_resnet50_fpn_is_torchvisions_with_deformable_layer2_to_4():
+    """fasterrcnn-dcn-resnet50-fpn: torchvision's fasterrcnn_resnet50_fpn whose
+    ResNet 3x3 convolutions in layer2-layer4 are ModulatedDeformConv2dPack
+    (same weight keys, plus conv2.conv_offset.*): torchvision's state dict
+    loads with only the offset convolutions missing."""
+    torch.manual_seed(0)
+    ours = kernelzoo.create_model("fasterrcnn-dcn-resnet50-fpn")
+    theirs = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    offsets = {k for k in ours.state_dict() if ".conv_offset." in k}
+    assert shapes(ours).keys() - offsets == shapes(theirs).keys()
+    assert {k: v for k, v in shapes(ours).items() if k not in offsets} == shapes(theirs)
+    # One offset convolution (weight, bias) per block of layer2-4: 4 + 6 + 3 blocks.
+    assert len(offsets) == 2 * 13
+    body = ours.backbone.body
+    for i, n in enumerate((3, 4, 6, 3), start=1):
+        for block in getattr(body, f"layer{i}"):
+            kind = kernelzoo.nn.ModulatedDeformConv2dPack if i > 1 else nn.Conv2d
+            assert type(block.conv2) is kind
+    assert body.layer3[0].conv2.stride == (2, 2)          # torchvision's v1.5 stride
+    assert body.layer3[0].conv2.conv_offset.stride == (2, 2)
+    assert body.layer3[0].conv2.conv_offset.out_channels == 27
+    missing = ours.load_state_dict(theirs.state_dict(), strict=False)
+    assert sorted(missing.missing_keys) == sorted(offsets) and not missing.unexpected_keys
+    assert not any(ours.state_dict()[k].any() for k in offsets)   # still zero
+    # Frozen stages freeze their offset convolutions too.
+    frozen = kernelzoo.create_model("fasterrcnn-dcn-resnet50-fpn", trainable_backbone_layers=2,
+                                    frozen_batchnorm=True)
+    train = trainable(frozen)
+    assert "backbone.body.layer3.0.conv2.conv_offset.weight" in train
+    assert "backbone.body.layer2.0.conv2.conv_offset.weight" not in train
+    assert "backbone.body.layer2.0.conv2.weight" not in train
+
+
+def test_dcn_test_with_mask_at_one_detects_as_fasterrcnn_test():
+    """fasterrcnn-dcn-test with zero offsets and its masks pushed to one (the
+    mask logits' bias at 30: sigmoid(30) is 1 in float32) is fasterrcnn-test
+    with the same weights: the same detections, to the tolerance of the
+    float32 GEMM of the deformable operator against conv2d."""
+    torch.manual_seed(2)
+    cfg = dict(box_score_thresh=0.01)
+    ours = kernelzoo.create_model("fasterrcnn-dcn-test", **cfg)
+    plain = kernelzoo.create_model("fasterrcnn-test", **cfg)
+    state = ours.state_dict()
+    plain.load_state_dict({k: v for k, v in state.items() if ".conv_offset." not in k})
+    with torch.no_grad():
+        for m in ours.modules():
+            if isinstance(m, kernelzoo.nn.ModulatedDeformConv2dPack):
+                m.conv_offset.bias[2 * 9:] = 30.0
+    a, b = detect(ours, plain, 64, n=3)
+    assert sum(len(d["scores"]) for d in a) >= 10
+    assert_same_detections(a, b, box_atol=BOX_ATOL, score_atol=SCORE_ATOL)
+    # At initialisation (mask 0.5) the deformable backbone differs.
+    with torch.no_grad():
+        for m in ours.modules():
+            if isinstance(m, kernelzoo.nn.ModulatedDeformConv2dPack):
+                m.conv_offset.bias.zero_()
+        x = torch.rand(1, 3, 64, 64)
+        assert not torch.allclose(ours.backbone(x)["3"], plain.backbone(x)["3"])
+
+
 @pytest.mark.parametrize("override, match", [
     (dict(backbone="vgg16"), "backbone must be one of resnet18, resnet34"),
     (dict(box_pooler="roi_max"), "box_pooler must be one of 'roi_align', 'roi_pool'"),
@@ -160,6 +226,7 @@ def test_backbone_options_match_torchvision():
     (dict(trainable_backbone_layers=6), "trainable_backbone_layers must be an int from 0 to 5"),
     (dict(backbone_blocks=(1, 1, 0, 1)), "backbone_blocks must be None or four positive ints"),
     (dict(min_size=0), "min_size must be a positive int, got 0"),
+    (dict(deformable_stages=(2, 5)), "deformable_stages must be distinct ResNet stages"),
 ])
 def test_config_errors(override, match):
     with pytest.raises(ValueError, match=match):

@@ -2,8 +2,10 @@
 box head pools with kernelzoo's RoI operators.
 
 Models ``fasterrcnn-resnet50-fpn`` and ``fasterrcnn-resnet18-fpn`` (randomly
-initialised: kernelzoo downloads nothing), and the tiny ``fasterrcnn-test``
-and ``fasterrcnn-roipool-test`` for tests. The box head pools with
+initialised: kernelzoo downloads nothing), ``fasterrcnn-dcn-resnet50-fpn``
+(the DCNv2 detector: modulated deformable convolutions in the backbone's
+``layer2`` to ``layer4``), and the tiny ``fasterrcnn-test``,
+``fasterrcnn-roipool-test`` and ``fasterrcnn-dcn-test`` for tests. The box head pools with
 :class:`kernelzoo.nn.MultiScaleRoIAlign` over the FPN levels, or with
 :class:`kernelzoo.nn.MultiScaleRoIPool` (``box_pooler="roi_pool"``).
 
@@ -87,6 +89,11 @@ _presets = {
     "resnet18-fpn": FasterRCNNConfig(backbone="resnet18"),
     "test": _test,
     "roipool-test": dataclasses.replace(_test, box_pooler="roi_pool"),
+    # DCNv2's detector: deformable ResNet-50 (modulated deformable 3x3
+    # convolutions in layer2-layer4) with the FPN and the RoIAlign box head.
+    "dcn-resnet50-fpn": FasterRCNNConfig(backbone="resnet50", deformable_stages=(2, 3, 4)),
+    # Its tiny counterpart for tests (fasterrcnn-test's ResNet-10, deformable in layer2-4).
+    "dcn-test": dataclasses.replace(_test, deformable_stages=(2, 3, 4)),
 }
 
 family = ModelFamily(

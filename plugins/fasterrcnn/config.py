@@ -48,6 +48,11 @@ class FasterRCNNConfig:
             parameters, as torchvision uses with pretrained weights) instead of
             ``BatchNorm2d`` (torchvision's choice without pretrained weights).
         fpn_channels: channels of every FPN level (256).
+        deformable_stages: ResNet stages (1 to 4: ``layer1`` ... ``layer4``)
+            whose blocks' 3x3 convolution (``conv2``) is a modulated deformable
+            convolution, :class:`kernelzoo.nn.ModulatedDeformConv2dPack` with a
+            zero-initialised ``conv_offset`` (as the ``dcn`` family builds
+            them); ``(2, 3, 4)`` is the DCNv2 setting; ``()`` (default): none.
 
     Transform (torchvision's ``GeneralizedRCNNTransform``):
         min_size, max_size: images are resized so that the shorter side is
@@ -82,6 +87,7 @@ class FasterRCNNConfig:
     trainable_backbone_layers: int = 5
     frozen_batchnorm: bool = False
     fpn_channels: int = 256
+    deformable_stages: tuple[int, ...] = ()
     # Transform
     min_size: int = 800
     max_size: int = 1333
@@ -133,6 +139,10 @@ class FasterRCNNConfig:
         if not (isinstance(self.trainable_backbone_layers, int)
                 and 0 <= self.trainable_backbone_layers <= 5):
             fail("trainable_backbone_layers", "must be an int from 0 to 5")
+        stages = tuple(self.deformable_stages)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4
+                   for v in stages) or len(set(stages)) != len(stages):
+            fail("deformable_stages", "must be distinct ResNet stages from 1 to 4")
         for f in ("fpn_channels", "min_size", "max_size", "rpn_pre_nms_top_n_train",
                   "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train",
                   "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_output_size",

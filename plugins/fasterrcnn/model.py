@@ -45,11 +45,18 @@ _STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 def resnet_fpn_backbone(config: FasterRCNNConfig) -> BackboneWithFPN:
     """A randomly initialised torchvision ResNet with an FPN on its four stages
-    (P2-P5, named "0"-"3") and a max-pooled P6 ("pool")."""
+    (P2-P5, named "0"-"3") and a max-pooled P6 ("pool"); the 3x3 convolutions
+    of ``config.deformable_stages`` modulated-deformable."""
     kind, blocks = BACKBONES[config.backbone]
     block = tv_resnet.BasicBlock if kind == "basic" else tv_resnet.Bottleneck
     norm = FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d
     body = tv_resnet.ResNet(block, list(config.backbone_blocks or blocks), norm_layer=norm)
+    if config.deformable_stages:
+        # The dcn family's conversion: conv2 of each block of those stages
+        # becomes a ModulatedDeformConv2dPack with the same weight.
+        from kernelzoo.plugins.dcn.model import make_deformable
+
+        make_deformable(body, config.deformable_stages, modulated=True)
     # Freeze all but the last `trainable_backbone_layers` stages (bn1 goes with conv1).
     train = list(_STAGES[:config.trainable_backbone_layers])
     if config.trainable_backbone_layers == 5:
