@@ -20,16 +20,13 @@ dict (Hugging Face ``BertModel`` keys).
 
 from __future__ import annotations
 
-import math
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernelzoo._progress import Progress
-from kernelzoo._training import (check_batch_fits, check_hyperparameters, check_loss,
-                                 fit_and_save)
+from kernelzoo._training import (check_batch_fits, check_hyperparameters, cosine_schedule,
+                                 fit_and_save, train_steps)
 from kernelzoo.registry import create_model, model_config
 
 __all__ = ["PAD", "CLS", "SEP", "MASK", "FIRST", "chain_batch", "successor_table", "MaskedLMHead", "fit",
@@ -162,29 +159,16 @@ def fit(model_name: str = "bert-test", *, steps: int | None = None,
     params = list(model.parameters()) + [p for n, p in head.named_parameters()
                                          if not n.startswith("embeddings.")]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps)
-                                                                     / steps)))
+    sched = cosine_schedule(opt, steps, warmup=steps // 20)
     g = torch.Generator().manual_seed(seed + 1)
     before = evaluate(model, head, vocab, n=eval_sequences, device=device)
 
-    bar = Progress(steps, f"train {model_name}", enabled=progress)
-    losses = []
-    t0 = time.perf_counter()
-    for step in range(steps):
+    def step_loss(step):
         batch = [t.to(device) for t in chain_batch(batch_size, vocab, generator=g)]
-        loss = _masked_loss(model, head, batch)[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        check_loss(losses[-1], step + 1, lr)
-        bar.update(step + 1, f"loss {losses[-1]:.4f}")
-    bar.close()
-    train_s = time.perf_counter() - t0
+        return _masked_loss(model, head, batch)[0]
+
+    losses, train_s = train_steps(steps, step_loss, opt, sched, lr, f"train {model_name}",
+                                  progress=progress, clip=params)
 
     k = min(20, len(losses))
     result = {"model": model_name, "steps": steps, "batch_size": batch_size, "lr": lr,

@@ -19,14 +19,12 @@ higher. ``--save`` writes the deformable model's state dict.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 
-from kernelzoo._progress import Progress
-from kernelzoo._training import check_batch_fits, check_hyperparameters, check_loss, \
-    fit_and_save
+from kernelzoo._training import (check_batch_fits, check_hyperparameters, cosine_schedule,
+                                 fit_and_save, train_steps)
 from kernelzoo.registry import create_model, model_config
 
 __all__ = ["CLASSES", "shapes_batch", "evaluate", "fit", "train"]
@@ -120,27 +118,15 @@ def _train_one(model, *, steps, batch_size, lr, seed, size, device, progress, la
     a fresh batch every step drawn from ``seed``; returns (losses, seconds)."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps)
-                                                                     / steps)))
+    sched = cosine_schedule(opt, steps, warmup=steps // 20)
     g = torch.Generator().manual_seed(seed + 1)
-    bar = Progress(steps, label, enabled=progress)
-    losses = []
-    t0 = time.perf_counter()
-    for step in range(steps):
+
+    def step_loss(step):
         images, labels = shapes_batch(batch_size, size, model.in_channels, generator=g,
                                       device=device)
-        loss = F.cross_entropy(model(images), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        check_loss(losses[-1], step + 1, lr)
-        bar.update(step + 1, f"loss {losses[-1]:.4f}")
-    bar.close()
-    return losses, time.perf_counter() - t0
+        return F.cross_entropy(model(images), labels)
+
+    return train_steps(steps, step_loss, opt, sched, lr, label, progress=progress)
 
 
 def fit(model_name: str = "dcn-test", *, steps: int | None = None,

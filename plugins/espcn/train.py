@@ -16,14 +16,12 @@ of ``scale`` pixels cropped, as is customary.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 
-from kernelzoo._progress import Progress
-from kernelzoo._training import (check_batch_fits, check_hyperparameters, check_loss,
-                                 fit_and_save)
+from kernelzoo._training import (check_batch_fits, check_hyperparameters, cosine_schedule,
+                                 fit_and_save, train_steps)
 from kernelzoo.registry import create_model, model_config
 
 __all__ = ["synthetic_images", "degrade", "bicubic_upsample", "psnr", "evaluate", "fit",
@@ -189,26 +187,15 @@ def fit(model_name: str = "espcn-x3", *, steps: int | None = None,
     model = create_model(model_name, **overrides).to(device)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    sched = cosine_schedule(opt, steps)
     g = torch.Generator().manual_seed(seed + 1)
 
-    bar = Progress(steps, f"train {model_name}", enabled=progress)
-    losses = []
-    t0 = time.perf_counter()
-    for step in range(steps):
+    def step_loss(step):
         hr = synthetic_images(batch_size, patch, channels, generator=g, device=device)
-        lr_img = degrade(hr, scale)
-        loss = F.mse_loss(model(lr_img), hr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        check_loss(losses[-1], step + 1, lr)
-        bar.update(step + 1, f"loss {losses[-1]:.5f}")
-    bar.close()
-    train_s = time.perf_counter() - t0
+        return F.mse_loss(model(degrade(hr, scale)), hr)
+
+    losses, train_s = train_steps(steps, step_loss, opt, sched, lr, f"train {model_name}",
+                                  progress=progress, fmt=".5f")
 
     result = {"model": model_name, "steps": steps, "batch_size": batch_size, "patch": patch,
               "lr": lr, "seed": seed, "device": str(device),

@@ -14,14 +14,11 @@ it finds a ground-truth box of its class so (precision).
 
 from __future__ import annotations
 
-import math
-import time
 
 import torch
 
-from kernelzoo._progress import Progress
-from kernelzoo._training import (check_batch_fits, check_hyperparameters, check_loss,
-                                 fit_and_save)
+from kernelzoo._training import (check_batch_fits, check_hyperparameters, cosine_schedule,
+                                 fit_and_save, train_steps)
 from kernelzoo.registry import create_model, model_config
 
 from .data import synthetic_detection_batch
@@ -132,28 +129,19 @@ def fit(model_name: str = "fasterrcnn-test", *, steps: int | None = None,
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / max(warmup, 1))
-        * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    sched = cosine_schedule(opt, steps, warmup=warmup)
     g = torch.Generator().manual_seed(seed + 1)
 
-    bar = Progress(steps, f"train {model_name}", enabled=progress)
-    losses, parts = [], []
-    t0 = time.perf_counter()
-    for step in range(steps):
+    parts = []
+
+    def step_loss(step):
         images, targets = _data(config, batch_size, g, device)
         loss_dict = model(images, targets)
-        loss = sum(loss_dict.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        check_loss(losses[-1], step + 1, lr)
         parts.append({k: v.item() for k, v in loss_dict.items()})
-        bar.update(step + 1, f"loss {losses[-1]:.4f}")
-    bar.close()
-    train_s = time.perf_counter() - t0
+        return sum(loss_dict.values())
+
+    losses, train_s = train_steps(steps, step_loss, opt, sched, lr, f"train {model_name}",
+                                  progress=progress)
 
     tail = losses[-10:]
     result = {"model": model_name, "steps": steps, "batch_size": batch_size, "lr": lr,

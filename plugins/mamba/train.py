@@ -18,14 +18,11 @@ the model's state dict (Hugging Face ``MambaForCausalLM`` keys).
 
 from __future__ import annotations
 
-import math
-import time
 
 import torch
 import torch.nn.functional as F
 
-from kernelzoo._progress import Progress
-from kernelzoo._training import check_hyperparameters, check_loss, fit_and_save
+from kernelzoo._training import (check_hyperparameters, cosine_schedule, fit_and_save, train_steps)
 from kernelzoo.registry import create_model, model_config
 
 __all__ = ["NOISE", "MARKER", "FIRST", "copying_batch", "fit", "train", "evaluate"]
@@ -109,29 +106,16 @@ def fit(model_name: str = "mamba-test", *, steps: int | None = None,
     other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "A_log" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": other, "weight_decay": 0.0}], lr=lr)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps)
-                                                                     / steps)))
+    sched = cosine_schedule(opt, steps, warmup=steps // 20)
     g = torch.Generator().manual_seed(seed + 1)
     before = evaluate(model, n=eval_sequences, device=device, **task)
 
-    bar = Progress(steps, f"train {model_name}", enabled=progress)
-    losses = []
-    t0 = time.perf_counter()
-    for step in range(steps):
+    def step_loss(step):
         ids, targets = (t.to(device) for t in copying_batch(batch_size, generator=g, **task))
-        loss = _loss(model, ids, targets)[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        check_loss(losses[-1], step + 1, lr)
-        bar.update(step + 1, f"loss {losses[-1]:.4f}")
-    bar.close()
-    train_s = time.perf_counter() - t0
+        return _loss(model, ids, targets)[0]
+
+    losses, train_s = train_steps(steps, step_loss, opt, sched, lr, f"train {model_name}",
+                                  progress=progress, clip=list(model.parameters()))
 
     k = min(20, len(losses))
     result = {"model": model_name, "task": "selective copying", **task, "steps": steps,

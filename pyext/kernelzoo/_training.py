@@ -8,9 +8,10 @@ import math
 import numbers
 import os
 import re
+import time
 
 __all__ = ["check_save_path", "check_hyperparameters", "check_batch_fits", "check_loss",
-           "out_of_memory_message", "fit_and_save"]
+           "out_of_memory_message", "fit_and_save", "cosine_schedule", "train_steps"]
 
 
 def check_save_path(path) -> str:
@@ -134,3 +135,42 @@ def fit_and_save(fit, model_name: str, save, options: dict):
         torch.save(model.state_dict(), save)
         result["saved"] = save
     return model, result
+
+
+def cosine_schedule(opt, steps: int, warmup: int = 0):
+    """The families' learning-rate schedule: a linear warm-up over ``warmup``
+    steps (none for 0 or 1), then a cosine decay that reaches zero at ``steps``."""
+    import torch
+
+    w = max(warmup, 1)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / w) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+
+
+def train_steps(steps: int, step_loss, opt, sched, lr: float, label: str, *,
+                progress: bool = True, clip=None, fmt: str = ".4f"):
+    """The families' training loop: for each step, ``loss = step_loss(step)``,
+    backward, the gradient norm of the parameters ``clip`` (a list, or None)
+    clipped to 1, an optimizer and a schedule step, and a stop with
+    :func:`check_loss` if the loss is not finite; a progress bar labelled
+    ``label``. Returns (the losses, the seconds taken)."""
+    import torch
+
+    from ._progress import Progress
+
+    bar = Progress(steps, label, enabled=progress)
+    losses = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        loss = step_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(clip, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        check_loss(losses[-1], step + 1, lr)
+        bar.update(step + 1, f"loss {losses[-1]:{fmt}}")
+    bar.close()
+    return losses, time.perf_counter() - t0
