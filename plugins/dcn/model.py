@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from kernelzoo.checkpoints import CheckpointError
-from kernelzoo.nn import DeformConv2dPack, ModulatedDeformConv2dPack
+from kernelzoo.nn import make_deformable
 
 __all__ = ["DCNResNetConfig", "DeformableResNet", "BasicBlock", "Bottleneck",
            "make_deformable", "load_torchvision_state_dict", "offset_keys"]
@@ -152,40 +152,6 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + identity)
-
-
-def _deformable_like(conv: nn.Conv2d, modulated: bool, deform_groups: int) -> nn.Module:
-    """A Pack layer with ``conv``'s shape and options, carrying ``conv``'s weight
-    (and bias) and a zero-initialised ``conv_offset``."""
-    cls = ModulatedDeformConv2dPack if modulated else DeformConv2dPack
-    layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                deform_groups=deform_groups, bias=conv.bias is not None)
-    layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
-    with torch.no_grad():
-        layer.weight.copy_(conv.weight)
-        if conv.bias is not None:
-            layer.bias.copy_(conv.bias)
-    layer.weight.requires_grad_(conv.weight.requires_grad)
-    return layer
-
-
-def make_deformable(resnet: nn.Module, stages=(2, 3, 4), *, modulated: bool = True,
-                    deform_groups: int = 1) -> nn.Module:
-    """Replaces, in place, ``conv2`` (the 3x3 convolution) of every block of
-    ``resnet.layer<s>`` for ``s`` in ``stages`` by a
-    :class:`~kernelzoo.nn.ModulatedDeformConv2dPack` (``modulated=False``:
-    :class:`~kernelzoo.nn.DeformConv2dPack`) with the same weight and a
-    zero-initialised ``conv_offset``. Works on this module's ResNet and on
-    torchvision's (same names); returns ``resnet``."""
-    for s in stages:
-        for block in getattr(resnet, f"layer{s}"):
-            conv = block.conv2
-            if not isinstance(conv, nn.Conv2d):
-                raise TypeError(f"layer{s}: conv2 is a {type(conv).__name__}, not an nn.Conv2d "
-                                f"(already deformable?)")
-            block.conv2 = _deformable_like(conv, modulated, deform_groups)
-    return resnet
 
 
 class DeformableResNet(nn.Module):

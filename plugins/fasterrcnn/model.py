@@ -33,7 +33,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from kernelzoo.nn import MultiScaleRoIAlign, MultiScaleRoIPool
+from kernelzoo.nn import MultiScaleRoIAlign, MultiScaleRoIPool, make_deformable
 
 from .config import BACKBONES, FasterRCNNConfig
 
@@ -52,10 +52,8 @@ def resnet_fpn_backbone(config: FasterRCNNConfig) -> BackboneWithFPN:
     norm = FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d
     body = tv_resnet.ResNet(block, list(config.backbone_blocks or blocks), norm_layer=norm)
     if config.deformable_stages:
-        # The dcn family's conversion: conv2 of each block of those stages
-        # becomes a ModulatedDeformConv2dPack with the same weight.
-        from kernelzoo.plugins.dcn.model import make_deformable
-
+        # conv2 of each block of those stages becomes a
+        # ModulatedDeformConv2dPack with the same weight (as the dcn family's).
         make_deformable(body, config.deformable_stages, modulated=True)
     # Freeze all but the last `trainable_backbone_layers` stages (bn1 goes with conv1).
     train = list(_STAGES[:config.trainable_backbone_layers])

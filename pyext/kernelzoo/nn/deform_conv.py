@@ -44,7 +44,7 @@ from torch.nn.modules.utils import _pair
 
 from .. import ops
 
-__all__ = ["DeformConv2d", "DeformConv2dPack", "ModulatedDeformConv2dPack"]
+__all__ = ["DeformConv2d", "DeformConv2dPack", "ModulatedDeformConv2dPack", "make_deformable"]
 
 
 class DeformConv2d(nn.Module):
@@ -199,3 +199,37 @@ class ModulatedDeformConv2dPack(_PackBase):
         offset = out[:, :n_offset]
         mask = torch.sigmoid(out[:, n_offset:])
         return self._deform(input, offset, mask)
+
+
+def _deformable_like(conv: nn.Conv2d, modulated: bool, deform_groups: int) -> nn.Module:
+    """A Pack layer with ``conv``'s shape and options, carrying ``conv``'s weight
+    (and bias) and a zero-initialised ``conv_offset``."""
+    cls = ModulatedDeformConv2dPack if modulated else DeformConv2dPack
+    layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                deform_groups=deform_groups, bias=conv.bias is not None)
+    layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            layer.bias.copy_(conv.bias)
+    layer.weight.requires_grad_(conv.weight.requires_grad)
+    return layer
+
+
+def make_deformable(resnet: nn.Module, stages=(2, 3, 4), *, modulated: bool = True,
+                    deform_groups: int = 1) -> nn.Module:
+    """Replaces, in place, ``conv2`` (the 3x3 convolution) of every block of
+    ``resnet.layer<s>`` for ``s`` in ``stages`` by a
+    :class:`~kernelzoo.nn.ModulatedDeformConv2dPack` (``modulated=False``:
+    :class:`~kernelzoo.nn.DeformConv2dPack`) with the same weight and a
+    zero-initialised ``conv_offset``. Works on this module's ResNet and on
+    torchvision's (same names); returns ``resnet``."""
+    for s in stages:
+        for block in getattr(resnet, f"layer{s}"):
+            conv = block.conv2
+            if not isinstance(conv, nn.Conv2d):
+                raise TypeError(f"layer{s}: conv2 is a {type(conv).__name__}, not an nn.Conv2d "
+                                f"(already deformable?)")
+            block.conv2 = _deformable_like(conv, modulated, deform_groups)
+    return resnet
