@@ -206,6 +206,16 @@ def test_bad_inputs_say_what_is_wrong():
         ops.deform_conv2d(x.long(), off, w, b, **args)
 
 
+def test_not_4d_raises_torchvisions_type():
+    """torchvision raises ValueError (from unpacking the shape) for a 3-d input;
+    kernelzoo's error is that and a RuntimeError."""
+    p, args = problem()
+    with pytest.raises(ValueError):
+        tv.deform_conv2d(p["input"][0], p["offset"], p["weight"], **args)
+    with pytest.raises(ValueError, match="expected 4-d input"):
+        ops.deform_conv2d(p["input"][0], p["offset"], p["weight"], **args)
+
+
 def test_deterministic_at_any_thread_count():
     p, args = problem(n=3, c=8, c_out=8, groups=2, og=2, h=12, w=11)
     threads = torch.get_num_threads()

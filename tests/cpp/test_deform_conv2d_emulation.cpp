@@ -108,7 +108,7 @@ at::Tensor emulate_forward(const Problem& p, const HarnessLaunch& launch) {
   const Case& c = p.c;
   const dd::Problem q = dd::prepare("deform_conv2d", p.input, p.weight, p.offset, p.mask, p.bias,
                                     c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.groups, c.og);
-  at::Tensor out = at::empty({q.g.N, q.g.C_out, q.g.H_out, q.g.W_out}, q.input.options());
+  at::Tensor out = dd::allocate_output(q);
   dd::launch_forward(q, out, launch);
   return out;
 }
@@ -194,13 +194,13 @@ TEST(DeformConv2dEmulation, SeveralChunks) {
   Case c{3, 4, 2, 5, 4, 3, 3};
   dd::Geometry g;
   g.N = 3, g.C = 4, g.H_out = 5, g.W_out = 4, g.kh = g.kw = 3;
-  EXPECT_EQ(dd::images_per_chunk(g, 4), 3);
+  EXPECT_EQ(dd::images_per_chunk<float>(g), 3);
   std::vector<kernelzoo::harness::LaunchRecord> record;
   const Problem p = make(c, at::kFloat);
   emulate_forward(p, harness(0, Schedule::Forward, &record));
   EXPECT_EQ(record.size(), 2u);  // one chunk: the table and im2col
   g.C = int64_t{1} << 20;        // a million channels: one image per chunk
-  EXPECT_EQ(dd::images_per_chunk(g, 4), 1);
+  EXPECT_EQ(dd::images_per_chunk<float>(g), 1);
 }
 
 TEST(DeformConv2dEmulation, EmptyBatch) {

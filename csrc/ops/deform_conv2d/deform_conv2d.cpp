@@ -166,6 +166,10 @@ BackwardProblem prepare_backward(const at::Tensor& grad, const at::Tensor& input
   return b;
 }
 
+at::Tensor allocate_output(const Problem& p) {
+  return at::empty({p.g.N, p.g.C_out, p.g.H_out, p.g.W_out}, p.input.options());
+}
+
 Grads allocate_grads(const BackwardProblem& b) {
   const Problem& p = b.p;
   Grads g;
@@ -180,13 +184,6 @@ Grads allocate_grads(const BackwardProblem& b) {
     g.bias = at::sum(b.grad, {0, 2, 3}, false, acc).to(b.grad.scalar_type());
   }
   return g;
-}
-
-int64_t images_per_chunk(const Geometry& g, int64_t acc_bytes) {
-  const int64_t per_image = g.C * g.taps() * g.positions() * acc_bytes +
-                            g.offset_groups * g.taps() * g.positions() * 20 * acc_bytes;
-  return std::max<int64_t>(1,
-                           std::min<int64_t>(g.N, kChunkBytes / std::max<int64_t>(per_image, 1)));
 }
 
 }  // namespace deform_detail

@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <tuple>
@@ -55,11 +56,22 @@ struct Grads {
 };
 Grads allocate_grads(const BackwardProblem& b);
 
-// Images per chunk: the column buffer (C * kh * kw rows, one column per output
-// position of the chunk's images, in the accumulation type of acc_bytes bytes)
-// and the sampling table stay within about kChunkBytes; at least one image.
+// The forward's output (N, C_out, H_out, W_out), contiguous, uninitialised.
+at::Tensor allocate_output(const Problem& p);
+
+// Images per chunk: the column buffer (C * kh * kw rows of acc_t, one column
+// per output position of the chunk's images) and the sampling table (a
+// Sample per offset group, tap and position) stay within about kChunkBytes;
+// at least one image.
 constexpr int64_t kChunkBytes = int64_t{64} << 20;
-int64_t images_per_chunk(const Geometry& g, int64_t acc_bytes);
+template <typename acc_t>
+int64_t images_per_chunk(const Geometry& g) {
+  const int64_t per_image = g.taps() * g.positions() *
+                            (g.C * static_cast<int64_t>(sizeof(acc_t)) +
+                             g.offset_groups * static_cast<int64_t>(sizeof(Sample<acc_t>)));
+  return std::max<int64_t>(1,
+                           std::min<int64_t>(g.N, kChunkBytes / std::max<int64_t>(per_image, 1)));
+}
 
 }  // namespace deform_detail
 }  // namespace kernelzoo

@@ -35,6 +35,7 @@
 
 #include "../../common/acc_type.h"
 #include "../../common/dispatch.h"
+#include "../../common/tensor_data.h"
 #include "deform_conv2d_args.h"
 #include "deform_conv2d_math.h"
 
@@ -71,7 +72,7 @@ void build_table(const Problem& p, int64_t n0, int64_t nb, std::vector<Sample<ac
   const int64_t P = g.positions(), K = g.taps(), OG = g.offset_groups;
   table.resize(static_cast<size_t>(nb * OG * K * P));
   const scalar_t* off = p.offset.const_data_ptr<scalar_t>();
-  const scalar_t* msk = p.mask.defined() ? p.mask.const_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* msk = data_or_null<scalar_t>(p.mask);
   Sample<acc_t>* t = table.data();
   at::parallel_for(0, nb * OG * K, grain(P * 8), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -114,7 +115,7 @@ void forward_cpu(const Problem& p, at::Tensor& output) {
   const at::Tensor w = p.weight.to(acc.dtype()).reshape({g.C_out, cin_g});
   const at::Tensor bias =
       p.bias.defined() ? p.bias.to(acc.dtype()).view({g.C_out, 1}) : at::Tensor();
-  const int64_t chunk = images_per_chunk(g, sizeof(acc_t));
+  const int64_t chunk = images_per_chunk<acc_t>(g);
   std::vector<Sample<acc_t>> table;
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, g.N - n0);
@@ -142,7 +143,7 @@ void backward_cpu(const BackwardProblem& b, at::Tensor& grad_input, at::Tensor& 
   const auto acc = p.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
   const at::Tensor w = p.weight.to(acc.dtype()).reshape({g.C_out, cin_g});
   at::Tensor gw = at::zeros({g.C_out, cin_g}, acc);
-  const int64_t chunk = images_per_chunk(g, sizeof(acc_t));
+  const int64_t chunk = images_per_chunk<acc_t>(g);
   const scalar_t* in = p.input.const_data_ptr<scalar_t>();
   scalar_t* gin = grad_input.mutable_data_ptr<scalar_t>();
   scalar_t* goff = grad_offset.mutable_data_ptr<scalar_t>();
@@ -227,8 +228,7 @@ at::Tensor deform_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                              int64_t dil_w, int64_t groups, int64_t offset_groups) {
   const Problem p = prepare("deform_conv2d", input, weight, offset, mask, bias, stride_h, stride_w,
                             pad_h, pad_w, dil_h, dil_w, groups, offset_groups);
-  const Geometry& g = p.g;
-  at::Tensor output = at::empty({g.N, g.C_out, g.H_out, g.W_out}, p.input.options());
+  at::Tensor output = allocate_output(p);
   KZ_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d",
                              [&] { forward_cpu<scalar_t>(p, output); });
   return output;

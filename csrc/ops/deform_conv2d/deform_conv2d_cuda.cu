@@ -23,8 +23,7 @@ at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
   c10::cuda::CUDAGuard guard(input.device());
   const Problem p = prepare("deform_conv2d", input, weight, offset, mask, bias, stride_h, stride_w,
                             pad_h, pad_w, dil_h, dil_w, groups, offset_groups);
-  const Geometry& g = p.g;
-  at::Tensor output = at::empty({g.N, g.C_out, g.H_out, g.W_out}, p.input.options());
+  at::Tensor output = allocate_output(p);
   launch_forward(p, output, CudaLaunch{});
   return output;
 }

@@ -43,18 +43,33 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
+// Column element e of the chunk's (C * K, nb * P) columns: its sample, and the
+// offset of its (image, channel) plane in an (N, C, H, W) tensor.
+template <typename acc_t>
+struct ColumnEntry {
+  const Sample<acc_t>* sample;
+  int64_t plane;
+};
+
+template <typename acc_t>
+KZ_DEVICE KZ_INLINE ColumnEntry<acc_t> column_entry(const Geometry& g, const Chunk& ch,
+                                                    const Sample<acc_t>* table, int64_t e) {
+  const int64_t P = g.positions(), K = g.taps(), width = ch.nb * P;
+  const int64_t row = e / width, col = e % width;
+  const int64_t c = row / K, tap = row % K, i = col / P, pos = col % P;
+  const int64_t og = c / (g.C / g.offset_groups);
+  return {table + ((i * g.offset_groups + og) * K + tap) * P + pos,
+          ((ch.n0 + i) * g.C + c) * g.H * g.W};
+}
+
 // cols (C * K, nb * P).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockThreads)
     deform_im2col_kernel(const Geometry g, const Chunk ch, const scalar_t* input,
                          const Sample<acc_t>* table, acc_t* cols) {
-  const int64_t P = g.positions(), K = g.taps(), width = ch.nb * P;
-  const int64_t per_og = g.C / g.offset_groups, HW = g.H * g.W;
-  for (const int64_t e : grid_stride(g.C * K * width)) {
-    const int64_t row = e / width, col = e % width;
-    const int64_t c = row / K, tap = row % K, i = col / P, pos = col % P;
-    const Sample<acc_t>& s = table[((i * g.offset_groups + c / per_og) * K + tap) * P + pos];
-    cols[e] = sample_value(s, s.w, input + ((ch.n0 + i) * g.C + c) * HW);
+  for (const int64_t e : grid_stride(g.C * g.taps() * ch.nb * g.positions())) {
+    const ColumnEntry<acc_t> c = column_entry(g, ch, table, e);
+    cols[e] = sample_value(*c.sample, c.sample->w, input + c.plane);
   }
 }
 
@@ -91,13 +106,10 @@ template <typename acc_t>
 __global__ void __launch_bounds__(kBlockThreads)
     deform_col2im_atomic_kernel(const Geometry g, const Chunk ch, const Sample<acc_t>* table,
                                 const acc_t* gcols, acc_t* grad_input_acc) {
-  const int64_t P = g.positions(), K = g.taps(), width = ch.nb * P;
-  const int64_t per_og = g.C / g.offset_groups, HW = g.H * g.W;
-  for (const int64_t e : grid_stride(g.C * K * width)) {
-    const int64_t row = e / width, col = e % width;
-    const int64_t c = row / K, tap = row % K, i = col / P, pos = col % P;
-    const Sample<acc_t>& s = table[((i * g.offset_groups + c / per_og) * K + tap) * P + pos];
-    acc_t* plane = grad_input_acc + ((ch.n0 + i) * g.C + c) * HW;
+  for (const int64_t e : grid_stride(g.C * g.taps() * ch.nb * g.positions())) {
+    const ColumnEntry<acc_t> c = column_entry(g, ch, table, e);
+    const Sample<acc_t>& s = *c.sample;
+    acc_t* plane = grad_input_acc + c.plane;
     const acc_t gv = gcols[e];
     for (int t = 0; t < 4; ++t) {
       if (s.idx[t] >= 0) atomicAdd(plane + s.idx[t], gv * s.w[t]);

@@ -23,6 +23,7 @@
 #include "../../common/backward.h"
 #include "../../common/dispatch.h"
 #include "../../common/launch.h"
+#include "../../common/tensor_data.h"
 #include "deform_conv2d_args.h"
 #include "deform_conv2d_kernel.cuh"
 
@@ -37,8 +38,7 @@ at::Tensor launch_table(const Problem& p, const Chunk& ch, const Launch& launch)
   at::Tensor table = at::empty({entries * static_cast<int64_t>(sizeof(Sample<acc_t>))},
                                p.input.options().dtype(at::kByte));
   launch(deform_table_kernel<scalar_t, acc_t>, grid_blocks(entries), kBlockThreads, 0, g, ch,
-         p.offset.const_data_ptr<scalar_t>(),
-         p.mask.defined() ? p.mask.const_data_ptr<scalar_t>() : nullptr,
+         p.offset.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(p.mask),
          reinterpret_cast<Sample<acc_t>*>(table.mutable_data_ptr<uint8_t>()));
   return table;
 }
@@ -73,7 +73,7 @@ void launch_forward(const Problem& p, const at::Tensor& output, const Launch& la
     const int64_t cout_g = g.C_out / g.groups;
     const at::Tensor w = p.weight.to(acc).reshape({g.C_out, cin_g});
     const at::Tensor bias = p.bias.defined() ? p.bias.to(acc).view({g.C_out, 1}) : at::Tensor();
-    const int64_t chunk = images_per_chunk(g, sizeof(acc_t));
+    const int64_t chunk = images_per_chunk<acc_t>(g);
     for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
       const Chunk ch{n0, std::min(chunk, g.N - n0)};
       const at::Tensor table = launch_table<scalar_t, acc_t>(p, ch, launch);
@@ -107,7 +107,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> launch_ba
     const at::Tensor w = p.weight.to(acc).reshape({g.C_out, cin_g});
     at::Tensor gw = at::zeros({g.C_out, cin_g}, p.input.options().dtype(acc));
     const AtomicAccumulator<scalar_t> gin(grads.input);  // zeroed; float32 for 16-bit inputs
-    const int64_t chunk = images_per_chunk(g, sizeof(acc_t));
+    const int64_t chunk = images_per_chunk<acc_t>(g);
     for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
       const Chunk ch{n0, std::min(chunk, g.N - n0)};
       const int64_t width = ch.nb * P;

@@ -17,6 +17,7 @@
 #include "../../common/dtype_names.h"
 #include "../../common/host_alloc.h"
 #include "../../common/library.h"
+#include "../../common/tensor_data.h"
 #include "flash_attn_args.h"
 
 TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
@@ -352,7 +353,7 @@ Forward prepare_kvcache(const at::Tensor& q, const at::Tensor& k_cache, const at
                     kn.device() == q.device() && vn.device() == q.device(),
                 "flash_attn_with_kvcache: k and v must have q's dtype and device");
     // Append: cache[row, cache_seqlens[b] + t] = new[b, t].
-    const int32_t* pi = idx.defined() ? idx.const_data_ptr<int32_t>() : nullptr;
+    const int32_t* pi = data_or_null<int32_t>(idx);
     const int32_t* pu = used.const_data_ptr<int32_t>();
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t row = pi ? pi[b] : b;

@@ -48,6 +48,7 @@
 #include "../../common/dispatch.h"
 #include "../../common/host_alloc.h"
 #include "../../common/parallel.h"
+#include "../../common/tensor_data.h"
 #include "flash_attn_args.h"
 #include "flash_attn_math.h"
 
@@ -815,11 +816,11 @@ Options options(double dropout_p, double softmax_scale, int64_t window_left, int
 
 void set_pointers(Forward& f) {
   FlashParams& p = f.params;
-  p.cu_seqlens_q = f.cu_seqlens_q.defined() ? f.cu_seqlens_q.const_data_ptr<int32_t>() : nullptr;
-  p.cu_seqlens_k = f.cu_seqlens_k.defined() ? f.cu_seqlens_k.const_data_ptr<int32_t>() : nullptr;
-  p.seqused_k = f.seqused_k.defined() ? f.seqused_k.const_data_ptr<int32_t>() : nullptr;
-  p.kv_batch_idx = f.kv_batch_idx.defined() ? f.kv_batch_idx.const_data_ptr<int32_t>() : nullptr;
-  p.alibi_slopes = f.alibi_slopes.defined() ? f.alibi_slopes.const_data_ptr<float>() : nullptr;
+  p.cu_seqlens_q = data_or_null<int32_t>(f.cu_seqlens_q);
+  p.cu_seqlens_k = data_or_null<int32_t>(f.cu_seqlens_k);
+  p.seqused_k = data_or_null<int32_t>(f.seqused_k);
+  p.kv_batch_idx = data_or_null<int32_t>(f.kv_batch_idx);
+  p.alibi_slopes = data_or_null<float>(f.alibi_slopes);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_forward_cpu(

@@ -38,6 +38,7 @@
 #include "../../common/acc_type.h"
 #include "../../common/cpu_vec.h"
 #include "../../common/parallel.h"
+#include "../../common/tensor_data.h"
 #include "roi_args.h"
 #include "roi_math.h"
 
@@ -239,7 +240,7 @@ void forward_units(const Forward& f, const BatchGroups& groups, const std::vecto
   const Strides4 s = strides_of(input);
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = f.output.mutable_data_ptr<scalar_t>();
-  int32_t* arg = f.argmax.defined() ? f.argmax.mutable_data_ptr<int32_t>() : nullptr;
+  int32_t* arg = mutable_data_or_null<int32_t>(f.argmax);
 
   for_each_unit(n_img, channels, work, [&](int64_t n, int64_t c0, int64_t cbn, Scratch& scratch) {
     const int64_t first = groups.begin[n], last = groups.begin[n + 1];

@@ -41,6 +41,7 @@
 #include "../../common/dispatch.h"
 #include "../../common/macros.h"
 #include "../../common/parallel.h"
+#include "../../common/tensor_data.h"
 #include "selective_scan_args.h"
 
 namespace kernelzoo {
@@ -522,11 +523,11 @@ void backward_cpu(const Scan& s, const at::Tensor& dout, const at::Tensor& dlast
   const int64_t N = s.dstate, L = s.seqlen, chunks = s.chunks(), S = N * kLanes;
   const int64_t bpg = blocks_per_group(s);
   const scalar_t* dout_p = dout.const_data_ptr<scalar_t>();
-  const acc_t* dlast_p = dlast.defined() ? dlast.const_data_ptr<acc_t>() : nullptr;
+  const acc_t* dlast_p = data_or_null<acc_t>(dlast);
   const acc_t* ckpt_p = ckpt.const_data_ptr<acc_t>();
   scalar_t* du_p = du.mutable_data_ptr<scalar_t>();
   scalar_t* ddelta_p = ddelta.mutable_data_ptr<scalar_t>();
-  scalar_t* dz_p = dz.defined() ? dz.mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* dz_p = mutable_data_or_null<scalar_t>(dz);
   acc_t* dinit_p = dinit.mutable_data_ptr<acc_t>();
   acc_t* dA_p = dA_part.mutable_data_ptr<acc_t>();
   acc_t* dD_p = dD_part.mutable_data_ptr<acc_t>();
@@ -691,11 +692,11 @@ void state_update_cpu(const StateUpdate& su, at::Tensor& out) {
   const int64_t ss0 = su.state.stride(0), ss1 = su.state.stride(1), ss2 = su.state.stride(2);
   state_t* st = su.state.mutable_data_ptr<state_t>();
   const scalar_t *x = su.x.const_data_ptr<scalar_t>(), *dt = su.dt.const_data_ptr<scalar_t>();
-  const scalar_t* z = su.z.defined() ? su.z.const_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* z = data_or_null<scalar_t>(su.z);
   const acc_t *A = su.A.const_data_ptr<acc_t>(), *B = su.B.const_data_ptr<acc_t>(),
               *C = su.C.const_data_ptr<acc_t>();
-  const acc_t* D = su.D.defined() ? su.D.const_data_ptr<acc_t>() : nullptr;
-  const acc_t* bias = su.dt_bias.defined() ? su.dt_bias.const_data_ptr<acc_t>() : nullptr;
+  const acc_t* D = data_or_null<acc_t>(su.D);
+  const acc_t* bias = data_or_null<acc_t>(su.dt_bias);
   scalar_t* o = out.mutable_data_ptr<scalar_t>();
   // tasks: (batch, head, block of kRows channels), so that the flat form
   // (one head) runs in parallel too

@@ -159,32 +159,27 @@ KZ_DEVICE KZ_INLINE acc_t warp_sum(acc_t v) {
   return v;
 }
 
-// Inclusive scan of affine maps over the lanes: afterwards (a, b) is the
-// composition of the maps of lanes 0..lane, lane 0's applied first.
-template <typename acc_t>
-KZ_DEVICE KZ_INLINE void compose_lower_lanes(acc_t& a, acc_t& b, int lane) {
+// Exclusive scan of affine maps over the warp. On entry (a, b) is the lane's
+// map; on return, the composition of the maps of the lanes before it: lanes
+// 0..lane-1 (kDown false; lane 0's applied first), or lanes 31..lane+1 (kDown
+// true, the adjoint's direction; lane 31's applied first). The first lane gets
+// the identity (1, 0).
+template <bool kDown, typename acc_t>
+KZ_DEVICE KZ_INLINE void exclusive_scan(acc_t& a, acc_t& b, int lane) {
+  auto shfl = [](acc_t v, int off) {
+    return kDown ? __shfl_down_sync(kFullMask, v, off) : __shfl_up_sync(kFullMask, v, off);
+  };
   for (int off = 1; off < 32; off <<= 1) {
-    const acc_t pa = __shfl_up_sync(kFullMask, a, off);
-    const acc_t pb = __shfl_up_sync(kFullMask, b, off);
-    if (lane >= off) {
+    const acc_t pa = shfl(a, off), pb = shfl(b, off);
+    if (kDown ? lane + off < 32 : lane >= off) {
       b = a * pb + b;
       a = a * pa;
     }
   }
-}
-
-// The same towards the lower lanes: the composition of the maps of lanes
-// lane..31, lane 31's applied first.
-template <typename acc_t>
-KZ_DEVICE KZ_INLINE void compose_higher_lanes(acc_t& a, acc_t& b, int lane) {
-  for (int off = 1; off < 32; off <<= 1) {
-    const acc_t pa = __shfl_down_sync(kFullMask, a, off);
-    const acc_t pb = __shfl_down_sync(kFullMask, b, off);
-    if (lane + off < 32) {
-      b = a * pb + b;
-      a = a * pa;
-    }
-  }
+  const acc_t ea = shfl(a, 1), eb = shfl(b, 1);
+  const bool first = kDown ? lane == 31 : lane == 0;
+  a = first ? acc_t(1) : ea;
+  b = first ? acc_t(0) : eb;
 }
 
 // The states of one state index n over a lane's positions.
@@ -221,15 +216,8 @@ KZ_DEVICE KZ_INLINE States<acc_t> chunk_states(const ScanParams<scalar_t, acc_t>
     cb = ma[i] * cb + mb[i];
     ca = ma[i] * ca;
   }
-  compose_lower_lanes(ca, cb, t.lane);
-  // exclusive prefix: lanes 0..lane-1
-  acc_t ea = __shfl_up_sync(kFullMask, ca, 1);
-  acc_t eb = __shfl_up_sync(kFullMask, cb, 1);
-  if (t.lane == 0) {
-    ea = acc_t(1);
-    eb = acc_t(0);
-  }
-  acc_t x = ea * carry + eb;
+  exclusive_scan<false>(ca, cb, t.lane);
+  acc_t x = ca * carry + cb;
   for (int i = 0; i < kScanItems; ++i) {
     st.before[i] = it.mark[i].start >= 0 ? restart_state(p, it.mark[i].start, t.c, n) : x;
     x = ma[i] * x + mb[i];
@@ -392,18 +380,12 @@ __global__ void __launch_bounds__(kScanThreads)
         cb = alpha[i] * cb + beta[i];
         ca = alpha[i] * ca;
       }
-      compose_higher_lanes(ca, cb, t.lane);
-      acc_t ea = __shfl_down_sync(kFullMask, ca, 1);
-      acc_t eb = __shfl_down_sync(kFullMask, cb, 1);
-      if (t.lane == 31) {
-        ea = acc_t(1);
-        eb = acc_t(0);
-      }
+      exclusive_scan<true>(ca, cb, t.lane);
       // The state gradient flowing in from the next chunk.
       acc_t carry = acc_t(0);
       if (t.lane == 0 && t.active && chunk + 1 < chunks) carry = p.grad_carry[bc * N + n];
       carry = __shfl_sync(kFullMask, carry, 0);
-      acc_t q = ea * carry + eb;
+      acc_t q = ca * carry + cb;
       acc_t dA = acc_t(0), gB_sum = acc_t(0), gC_sum = acc_t(0);
       acc_t gB[kScanItems], gC[kScanItems];
       for (int i = kScanItems - 1; i >= 0; --i) {

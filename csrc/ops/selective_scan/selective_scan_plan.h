@@ -18,6 +18,7 @@
 #include "../../common/acc_type.h"
 #include "../../common/backward.h"
 #include "../../common/dispatch.h"
+#include "../../common/tensor_data.h"
 #include "selective_scan_args.h"
 #include "selective_scan_kernel.cuh"
 
@@ -40,20 +41,17 @@ inline int64_t scan_blocks(const Scan& s) {
 template <typename scalar_t>
 ScanParams<scalar_t, acc_type_t<scalar_t>> scan_params(const Scan& s, const at::Tensor& cu) {
   using acc_t = acc_type_t<scalar_t>;
-  auto opt = [](const at::Tensor& t) {
-    return t.defined() ? t.const_data_ptr<acc_t>() : static_cast<const acc_t*>(nullptr);
-  };
   ScanParams<scalar_t, acc_t> p;
   p.u = s.u.const_data_ptr<scalar_t>();
   p.delta = s.delta.const_data_ptr<scalar_t>();
-  p.z = s.z.defined() ? s.z.const_data_ptr<scalar_t>() : nullptr;
+  p.z = data_or_null<scalar_t>(s.z);
   p.A = s.A.const_data_ptr<acc_t>();
   p.B = s.B.const_data_ptr<acc_t>();
   p.C = s.C.const_data_ptr<acc_t>();
-  p.D = opt(s.D);
-  p.delta_bias = opt(s.delta_bias);
-  p.initial_state = opt(s.initial_state);
-  p.cu_seqlens = cu.defined() ? cu.const_data_ptr<int32_t>() : nullptr;
+  p.D = data_or_null<acc_t>(s.D);
+  p.delta_bias = data_or_null<acc_t>(s.delta_bias);
+  p.initial_state = data_or_null<acc_t>(s.initial_state);
+  p.cu_seqlens = data_or_null<int32_t>(cu);
   p.batch = s.batch;
   p.dim = s.dim;
   p.seqlen = s.seqlen;
@@ -111,10 +109,10 @@ ScanGrads launch_backward(const ScanBackward& b, const Launch& launch, BackwardP
       auto p = scan_params<scalar_t>(s, cu);
       p.checkpoints = const_cast<acc_t*>(b.checkpoints.const_data_ptr<acc_t>());  // read only
       p.dout = b.dout.const_data_ptr<scalar_t>();
-      p.dlast = b.dlast.defined() ? b.dlast.const_data_ptr<acc_t>() : nullptr;
+      p.dlast = data_or_null<acc_t>(b.dlast);
       p.du = g.du.mutable_data_ptr<scalar_t>();
       p.ddelta = g.ddelta.mutable_data_ptr<scalar_t>();
-      p.dz = g.dz.defined() ? g.dz.mutable_data_ptr<scalar_t>() : nullptr;
+      p.dz = mutable_data_or_null<scalar_t>(g.dz);
       p.dinit = g.dinit.mutable_data_ptr<acc_t>();
       p.dA_part = g.dA_part.mutable_data_ptr<acc_t>();
       p.dD_part = g.dD_part.mutable_data_ptr<acc_t>();
@@ -150,9 +148,6 @@ at::Tensor launch_state_update(const StateUpdate& su, const Launch& launch) {
         TORCH_CHECK(false, "selective_state_update: float64 state with ",
                     c10::toString(su.x.scalar_type()), " x");
       } else {
-        auto opt = [](const at::Tensor& t) {
-          return t.defined() ? t.const_data_ptr<acc_t>() : static_cast<const acc_t*>(nullptr);
-        };
         StateUpdateParams<x_t, state_t, acc_t> p;
         p.state = su.state.mutable_data_ptr<state_t>();
         p.state_s0 = su.state.stride(0);
@@ -160,12 +155,12 @@ at::Tensor launch_state_update(const StateUpdate& su, const Launch& launch) {
         p.state_s2 = su.state.stride(2);
         p.x = su.x.const_data_ptr<x_t>();
         p.dt = su.dt.const_data_ptr<x_t>();
-        p.z = su.z.defined() ? su.z.const_data_ptr<x_t>() : nullptr;
+        p.z = data_or_null<x_t>(su.z);
         p.A = su.A.const_data_ptr<acc_t>();
         p.B = su.B.const_data_ptr<acc_t>();
         p.C = su.C.const_data_ptr<acc_t>();
-        p.D = opt(su.D);
-        p.dt_bias = opt(su.dt_bias);
+        p.D = data_or_null<acc_t>(su.D);
+        p.dt_bias = data_or_null<acc_t>(su.dt_bias);
         p.out = out.mutable_data_ptr<x_t>();
         p.batch = su.state.size(0);
         p.nheads = su.state.size(1);

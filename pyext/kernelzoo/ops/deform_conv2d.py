@@ -10,7 +10,14 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from ._roi import dtype_name
 
-__all__ = ["deform_conv2d"]
+__all__ = ["deform_conv2d", "DeformConvArgumentError"]
+
+
+class DeformConvArgumentError(RuntimeError, ValueError):
+    """A bad argument of ``deform_conv2d`` found before the op runs. A
+    RuntimeError, as torchvision's checks raise, and a ValueError, as
+    torchvision raises (from unpacking the shape) for an input that is not 4-D.
+    (The op's own checks raise RuntimeError.)"""
 
 _DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -69,12 +76,12 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[
     dil_h, dil_w = _pair(dilation)
     kh, kw = weight.shape[-2], weight.shape[-1]
     if weight.dim() != 4 or input.dim() != 4 or offset.dim() != 4:
-        raise RuntimeError(
+        raise DeformConvArgumentError(
             f"deform_conv2d: expected 4-d input, offset and weight, but got shapes "
             f"{list(input.shape)}, {list(offset.shape)} and {list(weight.shape)}")
     offset_groups = offset.shape[1] // (2 * kh * kw)
     if offset_groups == 0:
-        raise RuntimeError(
+        raise DeformConvArgumentError(
             f"deform_conv2d: offset must have 2 * offset_groups * kh * kw channels, a multiple "
             f"of 2 * {kh} * {kw} = {2 * kh * kw}, but has {offset.shape[1]}")
     groups = input.shape[1] // weight.shape[1] if weight.shape[1] > 0 else 0

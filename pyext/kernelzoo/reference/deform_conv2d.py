@@ -37,15 +37,11 @@ import torch
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
+from ..ops.deform_conv2d import DeformConvArgumentError
+
 __all__ = ["deform_conv2d", "DeformConvArgumentError"]
 
 _OP = "deform_conv2d"
-
-
-class DeformConvArgumentError(RuntimeError, ValueError):
-    """A bad argument of ``deform_conv2d``. A RuntimeError, as torchvision's
-    checks raise, and a ValueError, as torchvision raises (from unpacking the
-    shape) for an input that is not 4-D."""
 
 
 def _fail(msg: str):
