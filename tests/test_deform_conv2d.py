@@ -255,7 +255,7 @@ class _Deform(torch.nn.Module):
         return ops.deform_conv2d(x, off, w, None, 1, 1, 1, m)
 
 
-def test_compile_fx_and_script():
+def test_compile_fx_script_and_export():
     from ophelpers import script
 
     p, args = problem(dtype=torch.float32)
@@ -267,3 +267,5 @@ def test_compile_fx_and_script():
     assert sum(n.op == "call_function" for n in traced.graph.nodes) == 1
     torch.testing.assert_close(traced(*xs), expected)
     torch.testing.assert_close(script(_Deform())(*xs), expected)
+    exported = torch.export.export(_Deform(), xs).module()
+    torch.testing.assert_close(exported(*xs), expected)
