@@ -157,21 +157,6 @@ namespace {
 
 // --- sequences and tiles ------------------------------------------------------------------
 
-// Sequence b of the problem: its query rows start at q0 (varlen offsets; 0
-// dense) and number sq; its keys start at k0 and number sk, in kv batch kv_b.
-struct Seq {
-  int64_t q0, sq, k0, sk, kv_b;
-};
-
-Seq sequence(const FlashParams& p, int64_t b) {
-  if (p.cu_seqlens_q) {
-    return {p.cu_seqlens_q[b], p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b], p.cu_seqlens_k[b],
-            p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b], 0};
-  }
-  return {0, p.seqlen_q, 0, p.seqused_k ? p.seqused_k[b] : p.seqlen_k,
-          p.kv_batch_idx ? p.kv_batch_idx[b] : b};
-}
-
 // Rows [r0, r0 + rows) of a head, `dim` wide, row stride `stride`, converted
 // to a contiguous acc_t tile.
 template <typename scalar_t, typename acc_t>
@@ -279,23 +264,6 @@ template <typename acc_t>
 acc_t alibi_slope(const FlashParams& p, int64_t b, int64_t h) {
   return p.alibi_slopes ? static_cast<acc_t>(p.alibi_slopes[b * p.alibi_batch_stride + h])
                         : acc_t(0);
-}
-
-// The key range the rows [i0, i1) of a sequence see together: [lo, hi).
-KeyRange block_keys(const FlashParams& p, const Seq& s, int64_t i0, int64_t i1) {
-  const KeyRange first = visible_keys(i0, s.sq, s.sk, p.window_left, p.window_right);
-  const KeyRange last = visible_keys(i1 - 1, s.sq, s.sk, p.window_left, p.window_right);
-  return {first.lo, last.hi};
-}
-
-// The query rows of a sequence that see some key of [j0, j1): [lo, hi).
-KeyRange block_rows(const FlashParams& p, const Seq& s, int64_t j0, int64_t j1) {
-  const int64_t shift = s.sk - s.sq;
-  int64_t lo = p.window_right >= 0 ? j0 - shift - p.window_right : 0;
-  int64_t hi = p.window_left >= 0 ? j1 - shift + p.window_left : s.sq;
-  lo = std::max<int64_t>(lo, 0);
-  hi = std::min<int64_t>(hi, s.sq);
-  return {lo, hi};
 }
 
 // --- forward ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// Per-element math of flash attention shared by the CPU and (later) CUDA
+// Per-element math of flash attention shared by the CPU and CUDA
 // kernels and tested against the Python reference (kernelzoo.reference.flash_attn):
 // which keys a query row sees, and the dropout mask. Kernel-safe: no tensor or
 // runtime headers.
@@ -27,6 +27,42 @@ KZ_HOST_DEVICE KZ_INLINE KeyRange visible_keys(int64_t i, int64_t sq, int64_t sk
   int64_t hi = right >= 0 ? i + shift + right + 1 : sk;
   lo = lo < 0 ? 0 : lo;
   hi = hi > sk ? sk : hi;
+  return {lo, hi};
+}
+
+// Sequence b of a problem: its query rows start at q0 (varlen offsets; 0
+// dense) and number sq; its keys start at k0 and number sk, in kv batch kv_b
+// (a KV cache's row). P: FlashParams (flash_attn_params.h).
+struct Seq {
+  int64_t q0, sq, k0, sk, kv_b;
+};
+
+template <typename P>
+KZ_HOST_DEVICE KZ_INLINE Seq sequence(const P& p, int64_t b) {
+  if (p.cu_seqlens_q) {
+    return {p.cu_seqlens_q[b], p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b], p.cu_seqlens_k[b],
+            p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b], 0};
+  }
+  return {0, p.seqlen_q, 0, p.seqused_k ? p.seqused_k[b] : p.seqlen_k,
+          p.kv_batch_idx ? p.kv_batch_idx[b] : b};
+}
+
+// The keys the rows [i0, i1) (i0 < i1) of a sequence see together: [lo, hi).
+template <typename P>
+KZ_HOST_DEVICE KZ_INLINE KeyRange block_keys(const P& p, const Seq& s, int64_t i0, int64_t i1) {
+  const KeyRange first = visible_keys(i0, s.sq, s.sk, p.window_left, p.window_right);
+  const KeyRange last = visible_keys(i1 - 1, s.sq, s.sk, p.window_left, p.window_right);
+  return {first.lo, last.hi};
+}
+
+// The query rows of a sequence that see some key of [j0, j1): [lo, hi).
+template <typename P>
+KZ_HOST_DEVICE KZ_INLINE KeyRange block_rows(const P& p, const Seq& s, int64_t j0, int64_t j1) {
+  const int64_t shift = s.sk - s.sq;
+  int64_t lo = p.window_right >= 0 ? j0 - shift - p.window_right : 0;
+  int64_t hi = p.window_left >= 0 ? j1 - shift + p.window_left : s.sq;
+  lo = lo < 0 ? 0 : lo;
+  hi = hi > s.sq ? s.sq : hi;
   return {lo, hi};
 }
 
@@ -70,6 +106,15 @@ KZ_HOST_DEVICE KZ_INLINE Philox4 dropout_bits(uint64_t seed, uint64_t offset, in
 // in double, on the host).
 KZ_HOST_DEVICE KZ_INLINE bool dropout_keep(uint32_t word, uint32_t threshold) {
   return (word >> 8) >= threshold;
+}
+
+// The decision for one element (b, h, i, j), for kernels that visit elements
+// one at a time (the CUDA kernels; the CPU kernel draws four columns per call).
+template <typename P>
+KZ_HOST_DEVICE KZ_INLINE bool dropout_keep_at(const P& p, int64_t b, int64_t h, int64_t i,
+                                              int64_t j) {
+  const Philox4 r = dropout_bits(p.seed, p.offset, b, h, p.nheads, i, j >> 2);
+  return dropout_keep(r.x[j & 3], p.dropout_threshold);
 }
 
 }  // namespace flash_attn_detail

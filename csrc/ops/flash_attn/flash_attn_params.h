@@ -1,5 +1,5 @@
 // Plain parameters of the flash-attention kernels, shared by the host code and
-// the kernels (CPU now; the CUDA kernels of the next issue take the same).
+// the CPU and CUDA kernels.
 // Kernel-safe: no tensor or runtime headers.
 //
 // Layouts. q, k, v and out are read through element strides [batch, row, head]
@@ -34,6 +34,42 @@ struct FlashParams {
   double dropout_p = 0;           // 0: no dropout
   uint32_t dropout_threshold = 0;  // ceil(dropout_p * 2^24): see flash_attn_math.h
   uint64_t seed = 0, offset = 0;
+};
+
+// What the CUDA kernels add: the tensors' device pointers (typed by the kernel:
+// scalar_t for q, k, v, out, dout, dq, dk, dv, s_dmask; acc_t = acc_type_t<scalar_t>
+// for lse and the accumulators) and their scratch buffers.
+struct FlashKernelParams : FlashParams {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;
+  void* lse = nullptr;
+  // Split-KV (decoding over long caches; dense problems only): num_splits > 1
+  // splits each row's keys into num_splits ranges of split_keys keys (a
+  // multiple of the kernel's key block), blockIdx.z being the split; each
+  // writes its normalised partial output and its log-sum-exp (-inf when it saw
+  // no key) to oaccum (num_splits, batch, nheads, seqlen_q, headdim_v) and
+  // lseaccum (num_splits, batch, nheads, seqlen_q), contiguous acc_t, which
+  // the combine kernel merges into out and lse.
+  int64_t num_splits = 1, split_keys = 0;
+  void* oaccum = nullptr;
+  void* lseaccum = nullptr;
+  // The backward. dout: strides of out (o_*). dsum: rowsum(dout * out), acc_t,
+  // laid out like lse. dq_accum: acc_t, contiguous (rows_q, nheads, headdim),
+  // rows_q = batch * seqlen_q (dense) or total_q (varlen), row r of sequence b
+  // being b * seqlen_q + i (dense) or cu_seqlens_q[b] + i; with
+  // dq_splits > 1 (deterministic), dq_splits such slices, one per key block,
+  // summed in order afterwards. dk_accum / dv_accum: acc_t, contiguous
+  // (rows_k, nheads, headdim | headdim_v) per QUERY head (summed over each
+  // group of nheads / nheads_k afterwards), rows_k like rows_q for keys.
+  const void* dout = nullptr;
+  void* dsum = nullptr;
+  void* dq_accum = nullptr;
+  int64_t dq_splits = 1;
+  void* dk_accum = nullptr;
+  void* dv_accum = nullptr;
+  void* s_dmask = nullptr;  // (batch, nheads, seqlen_q, seqlen_k) scalar_t, or null
 };
 
 }  // namespace flash_attn_detail
