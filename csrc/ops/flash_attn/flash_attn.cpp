@@ -114,6 +114,11 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bo
               "but got ", q.size(-1), " and ", k.size(-1));
 }
 
+// A contiguous host copy of t (t itself when it is already one).
+at::Tensor host_copy(const at::Tensor& t) {
+  return t.is_cpu() ? t.contiguous() : t.to(at::kCPU).contiguous();
+}
+
 // cu_seqlens: int32 (batch + 1), starting at 0, non-decreasing, ending at the
 // number of tokens; max_seqlen at least every length. Returns the batch size.
 int64_t check_cu_seqlens(const char* name, const at::Tensor& cu, int64_t total,
@@ -124,7 +129,7 @@ int64_t check_cu_seqlens(const char* name, const at::Tensor& cu, int64_t total,
               " must be a 1-d tensor of batch + 1 offsets, but got shape ", cu.sizes());
   TORCH_CHECK(cu.device() == q.device(), "flash_attn: ", name, " must be on q's device (",
               q.device(), "), but got ", cu.device());
-  const at::Tensor c = cu.contiguous();
+  const at::Tensor c = host_copy(cu);  // checked on the host (on CUDA: a copy and a sync)
   const int32_t* p = c.const_data_ptr<int32_t>();
   const int64_t n = c.size(0);
   TORCH_CHECK(p[0] == 0, "flash_attn: ", name, " must start at 0, but starts at ", p[0]);
@@ -292,7 +297,7 @@ Forward prepare_kvcache(const at::Tensor& q, const at::Tensor& k_cache, const at
               "sequence sizes, but got ", k_cache.sizes(), " and ", v_cache.sizes());
   const int64_t batch = q.size(0), cache_rows = k_cache.size(0), capacity = k_cache.size(1);
   // The rows of the caches q attends to, as a batch of the dense problem.
-  at::Tensor idx;
+  at::Tensor idx, idx_host;  // on q's device, and on the host
   if (cache_batch_idx.has_value()) {
     const at::Tensor& c = *cache_batch_idx;
     TORCH_CHECK(c.scalar_type() == at::kInt && c.dim() == 1 && c.size(0) == batch,
@@ -301,7 +306,8 @@ Forward prepare_kvcache(const at::Tensor& q, const at::Tensor& k_cache, const at
     TORCH_CHECK(c.device() == q.device(), "flash_attn_with_kvcache: cache_batch_idx must be on "
                 "q's device");
     idx = c.contiguous();
-    const int32_t* pi = idx.const_data_ptr<int32_t>();
+    idx_host = host_copy(c);
+    const int32_t* pi = idx_host.const_data_ptr<int32_t>();
     for (int64_t b = 0; b < batch; ++b) {
       TORCH_CHECK(pi[b] >= 0 && pi[b] < cache_rows, "flash_attn_with_kvcache: cache_batch_idx[",
                   b, "] = ", pi[b], " is not a row of the cache (batch_cache = ", cache_rows, ")");
@@ -320,7 +326,7 @@ Forward prepare_kvcache(const at::Tensor& q, const at::Tensor& k_cache, const at
                 ",), but got ", dtype_name(c.scalar_type()), " of shape ", c.sizes());
     TORCH_CHECK(c.device() == q.device(), "flash_attn_with_kvcache: cache_seqlens must be on "
                 "q's device");
-    const at::Tensor cs = c.contiguous();
+    const at::Tensor cs = host_copy(c);
     used = at::empty({batch}, cs.options());
     const int32_t* pc = cs.const_data_ptr<int32_t>();
     int32_t* pu = used.mutable_data_ptr<int32_t>();
@@ -353,7 +359,7 @@ Forward prepare_kvcache(const at::Tensor& q, const at::Tensor& k_cache, const at
                     kn.device() == q.device() && vn.device() == q.device(),
                 "flash_attn_with_kvcache: k and v must have q's dtype and device");
     // Append: cache[row, cache_seqlens[b] + t] = new[b, t].
-    const int32_t* pi = data_or_null<int32_t>(idx);
+    const int32_t* pi = data_or_null<int32_t>(idx_host);
     const int32_t* pu = used.const_data_ptr<int32_t>();
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t row = pi ? pi[b] : b;
@@ -362,7 +368,7 @@ Forward prepare_kvcache(const at::Tensor& q, const at::Tensor& k_cache, const at
       v_cache.select(0, row).narrow(0, start, seqlen_new).copy_(vn.select(0, b));
     }
   }
-  f.seqused_k = used;
+  f.seqused_k = used.defined() ? used.to(q.device()) : used;
   f.kv_batch_idx = idx;
   return f;
 }

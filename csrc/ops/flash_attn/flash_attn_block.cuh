@@ -4,6 +4,8 @@
 // no tensor or runtime host headers (also compiled by the CPU harness).
 #pragma once
 
+#include <math.h>
+
 #include <cstdint>
 
 #include "../../common/macros.h"
