@@ -9,6 +9,8 @@ import math
 import pytest
 import torch
 
+import kernelzoo
+
 from kernelzoo import ops
 from kernelzoo import reference as R
 from kernelzoo.reference import flash_attn as FA
@@ -177,6 +179,18 @@ def test_dropout_mask_is_the_reference_mask_bit_for_bit():
     seed = FA.draw_seed()
     keep = FA.dropout_keep_mask(seed, 0, 2, 4, 37, 45, 0.17)
     assert torch.equal(~torch.signbit(s), keep)
+
+
+def test_gradients_with_a_non_contiguous_output_gradient():
+    """The output gradient (and a saved output) with other strides than a
+    contiguous tensor's: here the (batch, heads, seqlen, dim) layout a model
+    transposing the output back produces."""
+    q, k, v = qkv(2, 9, 11, 3, 3, 8, grad=True)
+    out = ops.flash_attn_func(q, k, v, causal=True).transpose(1, 2)
+    ref = R.flash_attn_func(q, k, v, causal=True).transpose(1, 2)
+    g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(4))
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
 def test_dropout_kept_fraction_and_gradients_follow_the_mask():
@@ -500,10 +514,13 @@ def test_no_double_backward():
         g.sum().backward()
 
 
-def test_cuda_not_written_yet_says_so():
+def test_cuda_kernels_are_registered():
+    """CUDA kernels in a FORCE_CUDA build, the rebuild-with-CUDA stub otherwise
+    (tests/test_flash_attn_cuda.py runs them on a GPU)."""
     from kernelzoo._dispatch import op_backends
+    expected = "kernel" if kernelzoo.build_info()["cuda"] else "stub"
     for name in ("flash_attn_forward", "_flash_attn_backward", "flash_attn_kvcache"):
-        assert op_backends(name)["CUDA"] == "not written"
+        assert op_backends(name)["CUDA"] == expected
 
 
 class _ScriptedAttention(torch.nn.Module):

@@ -233,7 +233,10 @@ TEST(FlashAttnEmulation, OddAndUnequalHeadDimsArePadded) {
 }
 
 TEST(FlashAttnEmulation, SeqlensThatAreNoMultipleOfATile) {
-  for (auto [sq, sk] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {1, 203}, {113, 17}, {203, 203}}) {
+  // {17, 143} causal: row 0 sees keys [0, 127), one short of the second key
+  // tile's end: the edge where a tile stops being wholly visible.
+  for (auto [sq, sk] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 1}, {1, 203}, {113, 17}, {17, 143}, {203, 203}}) {
     for (bool causal : {false, true}) {
       Case c;
       c.sq = sq;
@@ -465,7 +468,7 @@ TEST(FlashAttnEmulation, StridedInputs) {
   expect_matches_cpu(c, at::kHalf, harness_forward(c, in_odd), in_odd64);
 }
 
-TEST(FlashAttnEmulation, EverySchedulGivesTheSameBits) {
+TEST(FlashAttnEmulation, EveryScheduleGivesTheSameBits) {
   Case c;
   c.sq = 113;
   c.sk = 150;

@@ -1,7 +1,7 @@
 // flash attention: the schemas of the forward, backward and kvcache ops, the
 // argument checks and output allocation that the entry points share
-// (prepare_*), and the C++ API. CUDA kernels are the next issue's: the CUDA
-// dispatch key holds define_ops' "not written yet" stub meanwhile.
+// (prepare_*), and the C++ API. Kernels: flash_attn_cpu.cpp (CPU) and
+// flash_attn_cuda.cu (CUDA).
 #include "flash_attn.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -27,8 +27,8 @@ TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
           "flash_attn_forward(Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, "
           "Tensor? cu_seqlens_k, SymInt max_seqlen_q, SymInt max_seqlen_k, float dropout_p, "
           "float softmax_scale, int window_left, int window_right, float softcap, "
-          "Tensor? alibi_slopes, bool return_softmax, Tensor? dropout_seed, int offset) "
-          "-> (Tensor out, Tensor softmax_lse, Tensor S_dmask)",
+          "Tensor? alibi_slopes, bool return_softmax, Tensor? dropout_seed, int offset, "
+          "bool deterministic=False) -> (Tensor out, Tensor softmax_lse, Tensor S_dmask)",
           "_flash_attn_backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, "
           "Tensor softmax_lse, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, SymInt max_seqlen_q, "
           "SymInt max_seqlen_k, float dropout_p, float softmax_scale, int window_left, "
@@ -39,8 +39,7 @@ TORCH_LIBRARY_FRAGMENT(kernelzoo, m) {
           "Tensor? v, Tensor? cache_seqlens, Tensor? cache_batch_idx, float softmax_scale, "
           "int window_left, int window_right, float softcap, Tensor? alibi_slopes) "
           "-> (Tensor out, Tensor softmax_lse)",
-      },
-      kernelzoo::CudaKernels::NotYet);
+      });
 }
 
 // The forward's autograd formula is registered from Python (ops/flash_attn.py).
@@ -241,6 +240,25 @@ Forward prepare(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor
 
 }  // namespace
 
+Options make_options(double dropout_p, double softmax_scale, int64_t window_left, int64_t window_right,
+                double softcap, const std::optional<at::Tensor>& dropout_seed, int64_t offset) {
+  Options o;
+  if (dropout_seed.has_value()) {
+    TORCH_CHECK(dropout_seed->numel() == 1 && dropout_seed->scalar_type() == at::kLong,
+                "flash_attn: dropout_seed must be an int64 tensor of one element, but got ",
+                dropout_seed->scalar_type(), " of shape ", dropout_seed->sizes());
+    o.seed = dropout_seed->item<int64_t>();
+    o.has_seed = true;
+  }
+  o.dropout_p = dropout_p;
+  o.softmax_scale = softmax_scale;
+  o.window_left = window_left;
+  o.window_right = window_right;
+  o.softcap = softcap;
+  o.offset = offset;
+  return o;
+}
+
 Forward prepare_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                         const std::optional<at::Tensor>& cu_seqlens_q,
                         const std::optional<at::Tensor>& cu_seqlens_k, int64_t max_seqlen_q,
@@ -270,9 +288,11 @@ Backward prepare_backward(const at::Tensor& dout, const at::Tensor& q, const at:
               "_flash_attn_backward: expected softmax_lse ", dtype_name(f.lse.scalar_type()),
               " of shape ", f.lse.sizes(), ", but got ", dtype_name(lse.scalar_type()),
               " of shape ", lse.sizes());
-  b.f.out = rows_contiguous(out);
+  // The kernels read out and dout with the strides of f.out, a contiguous
+  // tensor of their shape (set by prepare_forward).
+  b.f.out = out.contiguous();
   b.f.lse = lse.contiguous();
-  b.dout = rows_contiguous(dout);
+  b.dout = dout.contiguous();
   b.dq = empty_output(f.q.sizes(), f.q.options());
   b.dk = empty_output(f.k.sizes(), f.k.options());
   b.dv = empty_output(f.v.sizes(), f.v.options());
@@ -383,7 +403,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_forward(
     int64_t max_seqlen_q, int64_t max_seqlen_k, double dropout_p, double softmax_scale,
     int64_t window_left, int64_t window_right, double softcap,
     const std::optional<at::Tensor>& alibi_slopes, bool return_softmax,
-    const std::optional<at::Tensor>& dropout_seed, int64_t offset) {
+    const std::optional<at::Tensor>& dropout_seed, int64_t offset, bool deterministic) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("kernelzoo::flash_attn_forward", "")
@@ -392,10 +412,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_forward(
               const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, c10::SymInt,
               c10::SymInt, double, double, int64_t, int64_t, double,
               const std::optional<at::Tensor>&, bool, const std::optional<at::Tensor>&,
-              int64_t)>();
+              int64_t, bool)>();
   return op.call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                  softmax_scale, window_left, window_right, softcap, alibi_slopes, return_softmax,
-                 dropout_seed, offset);
+                 dropout_seed, offset, deterministic);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_backward(

@@ -15,7 +15,8 @@
 // softmax_lse float32 (float64 for float64 inputs) (batch, nheads, seqlen_q) or
 // (nheads, total_q); S_dmask the
 // probabilities, dropped ones negated, (batch, nheads, seqlen_q, seqlen_k) when
-// return_softmax, else empty.
+// return_softmax, else empty. deterministic: the backward of this forward (through
+// autograd) is bitwise reproducible on CUDA (the CPU backward always is).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -31,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_forward(
     int64_t max_seqlen_q, int64_t max_seqlen_k, double dropout_p, double softmax_scale,
     int64_t window_left, int64_t window_right, double softcap,
     const std::optional<at::Tensor>& alibi_slopes, bool return_softmax,
-    const std::optional<at::Tensor>& dropout_seed, int64_t offset);
+    const std::optional<at::Tensor>& dropout_seed, int64_t offset, bool deterministic = false);
 
 // Gradients (dq, dk, dv) of flash_attn_forward's out (with its saved out and
 // softmax_lse), deterministic whatever the number of threads.

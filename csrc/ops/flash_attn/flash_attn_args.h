@@ -28,6 +28,12 @@ struct Options {
   bool has_seed = false;  // a dropout_seed was given
 };
 
+// The options of the dispatcher ops' arguments (dropout_seed: an int64 tensor
+// of one element, read on the host).
+Options make_options(double dropout_p, double softmax_scale, int64_t window_left,
+                     int64_t window_right, double softcap,
+                     const std::optional<at::Tensor>& dropout_seed, int64_t offset);
+
 Forward prepare_forward(const at::Tensor& q, const at::Tensor& k,
                         const at::Tensor& v, const std::optional<at::Tensor>& cu_seqlens_q,
                         const std::optional<at::Tensor>& cu_seqlens_k, int64_t max_seqlen_q,

@@ -15,15 +15,13 @@
 namespace kernelzoo {
 namespace flash_attn_detail {
 
-// Head dimensions are padded to one of these buckets (compile-time tile widths).
-constexpr int kHeadDimBuckets[] = {32, 64, 96, 128, 160, 192, 224, 256};
+// Head dimensions are padded to a bucket, the tiles' compile-time width: 32,
+// 64, 96, 128, 160, 192, 224 or 256.
 constexpr int kMaxHeadDim = 256;
 
 KZ_HOST_DEVICE KZ_INLINE int head_dim_bucket(int64_t d) {
-  for (int b : kHeadDimBuckets) {
-    if (d <= b) return b;
-  }
-  return -1;  // too large
+  if (d > kMaxHeadDim) return -1;  // too large
+  return d <= 32 ? 32 : static_cast<int>((d + 31) / 32 * 32);
 }
 
 // Element offsets of (sequence b, query head h) in q / out / lse / s_dmask and

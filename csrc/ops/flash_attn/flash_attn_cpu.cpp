@@ -763,25 +763,6 @@ void backward_cpu(const Backward& bw) {
 
 // --- entry points ---------------------------------------------------------------------
 
-Options options(double dropout_p, double softmax_scale, int64_t window_left, int64_t window_right,
-                double softcap, const std::optional<at::Tensor>& dropout_seed, int64_t offset) {
-  Options o;
-  if (dropout_seed.has_value()) {
-    TORCH_CHECK(dropout_seed->numel() == 1 && dropout_seed->scalar_type() == at::kLong,
-                "flash_attn: dropout_seed must be an int64 tensor of one element, but got ",
-                dropout_seed->scalar_type(), " of shape ", dropout_seed->sizes());
-    o.seed = dropout_seed->item<int64_t>();
-    o.has_seed = true;
-  }
-  o.dropout_p = dropout_p;
-  o.softmax_scale = softmax_scale;
-  o.window_left = window_left;
-  o.window_right = window_right;
-  o.softcap = softcap;
-  o.offset = offset;
-  return o;
-}
-
 void set_pointers(Forward& f) {
   FlashParams& p = f.params;
   p.cu_seqlens_q = data_or_null<int32_t>(f.cu_seqlens_q);
@@ -797,10 +778,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_forward_cpu(
     int64_t max_seqlen_q, int64_t max_seqlen_k, double dropout_p, double softmax_scale,
     int64_t window_left, int64_t window_right, double softcap,
     const std::optional<at::Tensor>& alibi_slopes, bool return_softmax,
-    const std::optional<at::Tensor>& dropout_seed, int64_t offset) {
+    const std::optional<at::Tensor>& dropout_seed, int64_t offset,
+    bool /*deterministic: the backward's, read by autograd*/) {
   Forward f = prepare_forward(
       q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, alibi_slopes,
-      options(dropout_p, softmax_scale, window_left, window_right, softcap, dropout_seed, offset),
+      make_options(dropout_p, softmax_scale, window_left, window_right, softcap, dropout_seed, offset),
       return_softmax);
   set_pointers(f);
   KZ_DISPATCH_FLOATING_TYPES(f.q.scalar_type(), "flash_attn_forward", [&] { forward_cpu<scalar_t>(f); });
@@ -818,7 +800,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attn_backward_cpu(
   Backward bw = prepare_backward(
       dout, q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
       alibi_slopes,
-      options(dropout_p, softmax_scale, window_left, window_right, softcap, dropout_seed, offset));
+      make_options(dropout_p, softmax_scale, window_left, window_right, softcap, dropout_seed, offset));
   set_pointers(bw.f);
   KZ_DISPATCH_FLOATING_TYPES(bw.f.q.scalar_type(), "_flash_attn_backward",
                              [&] { backward_cpu<scalar_t>(bw); });
@@ -832,7 +814,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attn_kvcache_cpu(
     double softmax_scale, int64_t window_left, int64_t window_right, double softcap,
     const std::optional<at::Tensor>& alibi_slopes) {
   Forward f = prepare_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, alibi_slopes,
-                              options(0.0, softmax_scale, window_left, window_right, softcap,
+                              make_options(0.0, softmax_scale, window_left, window_right, softcap,
                                       std::nullopt, 0));
   set_pointers(f);
   KZ_DISPATCH_FLOATING_TYPES(f.q.scalar_type(), "flash_attn_kvcache", [&] { forward_cpu<scalar_t>(f); });

@@ -121,6 +121,13 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
   const ScoreMap<float> map = score_map<float>(p, s, b, h);
   const bool dropout = p.dropout_p > 0;
   const float keep_scale = dropout ? float(1.0 / (1.0 - p.dropout_p)) : 1.f;
+  // Without softcap and ALiBi a score is the scaled product wherever it is
+  // visible: rows see keys [lo, hi) with both bounds non-decreasing in the row,
+  // so a tile within [lo of the last row, hi of the first row) is unmasked.
+  const bool plain = !(map.softcap > 0.f) && map.slope == 0.f;
+  const KeyRange first_row_keys = visible_keys(m0, s.sq, s.sk, p.window_left, p.window_right);
+  const KeyRange last_row_keys =
+      visible_keys(m0 + rows - 1, s.sq, s.sk, p.window_left, p.window_right);
   // The two query rows (sequence-local) of this lane.
   const int64_t row0 = m0 + warp * 16 + g, row1 = row0 + 8;
 
@@ -162,13 +169,22 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         mma::mma_m16n8k16<T>(sc[n + 1], a, b1, sc[n + 1]);
       }
     }
-    // Scores: scaled, capped, biased and masked per element (c_coord layout).
+    // Scores: scaled, capped, biased and masked per element (c_coord layout);
+    // only scaled on a tile that every row of the block sees whole.
+    if (plain && n0 >= last_row_keys.lo && n0 + kBlockN <= first_row_keys.hi) {
 #pragma unroll
-    for (int n = 0; n < kNTiles; ++n) {
+      for (int n = 0; n < kNTiles; ++n) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t i = e < 2 ? row0 : row1, j = n0 + n * 8 + 2 * t + (e & 1);
-        sc[n][e] = map(sc[n][e], i, j);
+        for (int e = 0; e < 4; ++e) sc[n][e] *= map.scale;
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t i = e < 2 ? row0 : row1, j = n0 + n * 8 + 2 * t + (e & 1);
+          sc[n][e] = map(sc[n][e], i, j);
+        }
       }
     }
     float corr[2];

@@ -63,10 +63,13 @@ struct FlashKernelParams : FlashParams {
   // summed in order afterwards. dk_accum / dv_accum: acc_t, contiguous
   // (rows_k, nheads, headdim | headdim_v) per QUERY head (summed over each
   // group of nheads / nheads_k afterwards), rows_k like rows_q for keys.
+  // The backward's main kernels run the key blocks key_block0 + blockIdx.x
+  // (several launches when the deterministic slices would take too much
+  // memory); slice s of dq_accum belongs to blockIdx.x = s.
   const void* dout = nullptr;
   void* dsum = nullptr;
   void* dq_accum = nullptr;
-  int64_t dq_splits = 1;
+  int64_t dq_splits = 1, key_block0 = 0, key_block_count = 0;
   void* dk_accum = nullptr;
   void* dv_accum = nullptr;
   void* s_dmask = nullptr;  // (batch, nheads, seqlen_q, seqlen_k) scalar_t, or null

@@ -35,9 +35,10 @@ plain-PyTorch definition):
   (varlen: padded to the max_seqlens) with dropped entries negated (for tests).
 
 Gradients flow to q, k and v (k and v summed over each GQA group); the CPU
-backward is deterministic at any thread count. Differences from flash-attn
-(float32/float64 accepted, any head dimension, dropout together with softcap)
-are listed in the README.
+backward is deterministic at any thread count, the CUDA one with
+``deterministic=True``. Differences from flash-attn (float32/float64 accepted,
+any head dimension on CPU and up to 256 on CUDA, dropout together with
+softcap) are listed in the README.
 """
 
 from __future__ import annotations
@@ -78,13 +79,14 @@ def _seed(dropout_p: float) -> Optional[Tensor]:
 
 
 def _forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
-             softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs):
+             softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs,
+             deterministic=False):
     left, right = _window(causal, window_size)
     dropout_p = float(dropout_p)
     out, lse, s_dmask = torch.ops.kernelzoo.flash_attn_forward(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
         _scale(q, softmax_scale), left, right, float(softcap), alibi_slopes,
-        bool(return_attn_probs), _seed(dropout_p), 0)
+        bool(return_attn_probs), _seed(dropout_p), 0, bool(deterministic))
     return (out, lse, s_dmask) if return_attn_probs else out
 
 
@@ -97,9 +99,11 @@ def flash_attn_func(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0,
     seqlen_k, nheads_k, headdim)``, as ``flash_attn.flash_attn_func``; returns out
     ``(batch, seqlen_q, nheads, headdim_v)``, or ``(out, softmax_lse, S_dmask)``
     with ``return_attn_probs``. See the module docstring for the semantics.
-    ``deterministic`` is accepted: the CPU backward always is."""
+    ``deterministic``: a bitwise reproducible backward on CUDA (dQ summed per key
+    block in a fixed order instead of with atomics; slower and more memory, as
+    ``torch.use_deterministic_algorithms(True)``); the CPU backward always is."""
     return _forward(q, k, v, None, None, q.shape[1], k.shape[1], dropout_p, softmax_scale,
-                    causal, window_size, softcap, alibi_slopes, return_attn_probs)
+                    causal, window_size, softcap, alibi_slopes, return_attn_probs, deterministic)
 
 
 def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor,
@@ -115,7 +119,8 @@ def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor
     computation is spent on padding; under ``torch.compile`` it runs without a
     graph break."""
     return _forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
-                    softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs)
+                    softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs,
+                    deterministic)
 
 
 def flash_attn_qkvpacked_func(qkv: Tensor, dropout_p: float = 0.0,
@@ -234,7 +239,7 @@ def _check_common(q, k, v, varlen: bool, cache: bool = False):
 @torch.library.register_fake("kernelzoo::flash_attn_forward")
 def _forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                   softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                  return_softmax, dropout_seed, offset):
+                  return_softmax, dropout_seed, offset, deterministic=False):
     varlen = cu_seqlens_q is not None
     _check_common(q, k, v, varlen)
     torch._check(0 <= dropout_p < 1, lambda: f"flash_attn: dropout_p must be in [0, 1), but got {dropout_p}")
@@ -275,24 +280,25 @@ def _kvcache_fake(q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, sof
 def _setup_context(ctx, inputs, output):
     (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
      window_left, window_right, softcap, alibi_slopes, return_softmax, dropout_seed,
-     offset) = inputs
+     offset) = inputs[:16]
+    deterministic = bool(inputs[16]) if len(inputs) > 16 else False
     out, lse, s_dmask = output
     ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes,
                           dropout_seed)
     ctx.args = (max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, window_left, window_right,
-                softcap, offset)
+                softcap, offset, deterministic)
     ctx.mark_non_differentiable(lse, s_dmask)
 
 
 def _backward(ctx, dout, _dlse, _ds_dmask):
     q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, dropout_seed = ctx.saved_tensors
     (max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, window_left, window_right, softcap,
-     offset) = ctx.args
+     offset, deterministic) = ctx.args
     dq, dk, dv = torch.ops.kernelzoo._flash_attn_backward(
         dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-        dropout_p, softmax_scale, window_left, window_right, softcap, alibi_slopes, False,
+        dropout_p, softmax_scale, window_left, window_right, softcap, alibi_slopes, deterministic,
         dropout_seed, offset)
-    return (dq, dk, dv) + (None,) * 13
+    return (dq, dk, dv) + (None,) * 14
 
 
 torch.library.register_autograd("kernelzoo::flash_attn_forward", _backward,

@@ -9,17 +9,29 @@ boolean mask, or as ``is_causal``. Backward cases time only the backward pass
 
 The memory case runs each side once at S=16384 and reports, in the note, the
 peak resident memory beyond inputs and output (Linux: /proc/self/status).
+
+The CUDA-only cases (``flash_attn_cuda_*``, run by ``kernelzoo bench flash_attn
+--device cuda``) time the tensor-core kernels at training shapes: float16 and
+bfloat16, head dims 64 and 128, S = 1024, 4096 and 16384 with batch x S = 16384
+tokens and 16 heads, causal and not, forward and backward, against SDPA and,
+when it is importable, flash-attn's ``flash_attn_func`` (timed in the same run
+as a baseline, after its own agreement check); plus one decoding step over
+8192- and 32768-token caches. FLOPs: forward 4 * B * H * S * S * D, halved when
+causal; backward 2.5x the forward. The table's TFLOP/s is kernelzoo's; the note
+gives every side's, from a short CUDA-event measurement of its own.
 """
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
 from ... import ops
-from ..registry import Bench, case
+from ..registry import Bench, case, skip
 
 _DTYPES = ("float32", "bfloat16")
 
@@ -236,3 +248,160 @@ def flash_attn_kvcache_decode(device, dtype, quick):
         flops=4 * b * hq * (n + 1) * d,
         compare="close", rtol=rtol, atol=atol,
     )
+
+
+# --- CUDA: tensor-core kernels at training and decoding shapes ------------------------------
+
+_CUDA_DTYPES = ("float16", "bfloat16")
+_CUDA_TOKENS, _CUDA_HEADS = 16384, 16  # batch x S, and query heads, of the training cases
+
+
+def _flash_attn_lib():
+    """flash-attn's module when it imports (it is a CUDA build of its own, often
+    missing or built for another torch), else None and why."""
+    try:
+        import flash_attn
+    except Exception as e:  # noqa: BLE001 (an ImportError, or a broken build's OSError)
+        first = (str(e).splitlines() or [""])[0][:80]
+        return None, f"flash-attn not available ({type(e).__name__}: {first})"
+    return flash_attn, ""
+
+
+def _cuda_close(dtype, reference):
+    """(rtol, atol) for two correct low-precision kernels: a few roundings of the
+    largest magnitude among the reference's outputs (with random inputs the
+    outputs and gradients shrink as S grows, so absolute tolerances would accept
+    anything at S=16384)."""
+    tol = 5e-3 if dtype == torch.float16 else 3e-2
+    scale = max(float(t.abs().max()) for t in _tensors(reference) if t.numel())
+    return tol, tol * scale
+
+
+def _tensors(out):
+    return [out] if isinstance(out, torch.Tensor) else [t for o in out for t in _tensors(o)]
+
+
+def _check_agree(name, ours, theirs, rtol, atol):
+    for a, b in zip(_tensors(ours), _tensors(theirs), strict=True):
+        if not torch.allclose(a, b, rtol=rtol, atol=atol):
+            err = float((a.double() - b.double()).abs().max())
+            raise AssertionError(f"kernelzoo and {name} disagree (max abs err {err:.3g}, "
+                                 f"atol {atol:.3g})")
+
+
+def _event_ms(fn, warmup=2, calls=5):
+    """Median milliseconds of one call of fn (CUDA events around each call)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _rates_note(sides, flops=0, nbytes=0, missing=""):
+    """Each side's TFLOP/s (or GB/s, given nbytes) from a short CUDA-event
+    measurement of its own: 'TFLOP/s (...): kernelzoo x, torch sdpa y, ...'."""
+    unit, work = ("GB/s", nbytes) if nbytes else ("TFLOP/s", flops / 1e3)
+    figures = ", ".join(f"{name} {work / _event_ms(fn) / 1e6:.1f}" for name, fn in sides.items())
+    return f"{unit} (CUDA events, median of 5 calls): {figures}" + (f"; {missing}" if missing else "")
+
+
+def _cuda_training(device, dtype, quick, d, s, causal, backward):
+    if device != "cuda":
+        skip("a CUDA case")
+    tokens = 2048 if quick else _CUDA_TOKENS
+    s = s // 8 if quick else s
+    b, h = max(1, tokens // s), _CUDA_HEADS
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = [torch.randn(b, s, h, d, generator=g, device=device, dtype=dtype)
+               .requires_grad_(backward) for _ in range(3)]
+    lib, missing = _flash_attn_lib()
+    calls = {"kernelzoo": lambda: ops.flash_attn_func(q, k, v, causal=causal),
+             "torch sdpa": lambda: _sdpa(q, k, v, is_causal=causal)}
+    if lib is not None:
+        calls["flash-attn"] = lambda: lib.flash_attn_func(q, k, v, causal=causal)
+    flops = _flops(b, h, s, s, d, causal=causal)
+    if backward:
+        dout = torch.randn(b, s, h, d, generator=g, device=device, dtype=dtype)
+        outs = {name: fn() for name, fn in calls.items()}  # one graph each, reused by every call
+        calls = {name: (lambda o=o: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True))
+                 for name, o in outs.items()}
+        flops = int(2.5 * flops)
+    rtol, atol = _cuda_close(dtype, calls["torch sdpa"]())
+    if "flash-attn" in calls:
+        _check_agree("flash-attn", calls["kernelzoo"](), calls["flash-attn"](), rtol, atol)
+    note = _rates_note(calls, flops=flops, missing=missing)
+    return Bench(
+        shape=f"B={b} H={h} S={s} D={d}" + (" causal" if causal else "") +
+              (", backward" if backward else ""),
+        ours=calls["kernelzoo"], peer=calls["torch sdpa"], peer_name="torch sdpa",
+        flops=flops, compare="close", rtol=rtol, atol=atol,
+        baselines={k: f for k, f in calls.items() if k == "flash-attn"},
+        note=note,
+    )
+
+
+def _register_cuda_training(d, s, causal, backward):
+    name = (f"flash_attn_cuda_{'bwd' if backward else 'fwd'}_d{d}_s{s}"
+            f"{'_causal' if causal else ''}")
+
+    def fn(device, dtype, quick):
+        return _cuda_training(device, dtype, quick, d, s, causal, backward)
+
+    fn.__doc__ = f"{'Backward' if backward else 'Forward'} of {_CUDA_TOKENS // s} x {s} tokens, " \
+                 f"{_CUDA_HEADS} heads of {d}{', causal' if causal else ''} (CUDA)."
+    case("flash_attn_forward", dtypes=_CUDA_DTYPES, devices=("cuda",), name=name)(fn)
+
+
+for _bwd, _d, _s, _causal in itertools.product((False, True), (64, 128), (1024, 4096, 16384),
+                                              (False, True)):
+    _register_cuda_training(_d, _s, _causal, _bwd)
+del _bwd, _d, _s, _causal
+
+
+def _cuda_decode(device, dtype, quick, n):
+    """One decoding step: 1 query token per sequence over a cache of n keys
+    (capacity n + 256), 32 query heads on 8 kv heads of 128; SDPA on the
+    cache's first n rows (a strided view, no copy)."""
+    if device != "cuda":
+        skip("a CUDA case")
+    b, hq, hk, d = (2, 8, 2, 64) if quick else (8, 32, 8, 128)
+    n = n // 16 if quick else n
+    g = torch.Generator(device=device).manual_seed(0)
+    kc, vc = [torch.randn(b, n + 256, hk, d, generator=g, device=device, dtype=dtype)
+              for _ in range(2)]
+    q = torch.randn(b, 1, hq, d, generator=g, device=device, dtype=dtype)
+    seqlens = torch.full((b,), n, dtype=torch.int32, device=device)
+    lib, missing = _flash_attn_lib()
+    calls = {"kernelzoo": lambda: ops.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=seqlens),
+             "torch sdpa": lambda: _sdpa(q, kc[:, :n], vc[:, :n], enable_gqa=True)}
+    if lib is not None:
+        calls["flash-attn"] = lambda: lib.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=seqlens)
+    rtol, atol = _cuda_close(dtype, calls["torch sdpa"]())
+    if "flash-attn" in calls:
+        _check_agree("flash-attn", calls["kernelzoo"](), calls["flash-attn"](), rtol, atol)
+    flops, nbytes = 4 * b * hq * n * d, 2 * b * n * hk * d * kc.element_size()
+    return Bench(
+        shape=f"B={b} Hq={hq} Hk={hk} D={d}, 1 query token over a cache of {n}",
+        ours=calls["kernelzoo"], peer=calls["torch sdpa"], peer_name="torch sdpa",
+        bytes=nbytes, flops=flops,
+        compare="close", rtol=rtol, atol=atol,
+        baselines={k: f for k, f in calls.items() if k == "flash-attn"},
+        note=_rates_note(calls, nbytes=nbytes, missing=missing),
+    )
+
+
+@case("flash_attn_kvcache", dtypes=_CUDA_DTYPES, devices=("cuda",))
+def flash_attn_cuda_decode_8k(device, dtype, quick):
+    return _cuda_decode(device, dtype, quick, 8192)
+
+
+@case("flash_attn_kvcache", dtypes=_CUDA_DTYPES, devices=("cuda",))
+def flash_attn_cuda_decode_32k(device, dtype, quick):
+    return _cuda_decode(device, dtype, quick, 32768)
