@@ -438,7 +438,7 @@ TEST(FlashAttnBwdEmulation, DeterministicPathIsReproducible) {
   for (at::ScalarType dtype : {at::kFloat, at::kHalf}) {
     const Problem p = make_problem(c, dtype);
     const Grads first = emulated_backward(p, Path::Deterministic, harness(Schedule::Forward));
-    for (Schedule s : {Schedule::Reverse, Schedule::Shuffled}) {
+    for (Schedule s : {Schedule::Reverse, Schedule::Shuffled, Schedule::WarpByWarp}) {
       const Grads again = emulated_backward(p, Path::Deterministic, harness(s));
       EXPECT_TRUE(at::equal(first.dq, again.dq)) << static_cast<int>(s);
       EXPECT_TRUE(at::equal(first.dk, again.dk)) << static_cast<int>(s);
@@ -446,7 +446,7 @@ TEST(FlashAttnBwdEmulation, DeterministicPathIsReproducible) {
     }
   }
   // the atomic path under the other schedules (the shared tiles' barriers)
-  for (Schedule s : {Schedule::Reverse, Schedule::Shuffled}) {
+  for (Schedule s : {Schedule::Reverse, Schedule::Shuffled, Schedule::WarpByWarp}) {
     const Problem p = make_problem(c, at::kDouble);
     expect_close(emulated_backward(p, Path::Atomic, harness(s)), cpu_backward(p),
                  describe(c) + " schedule " + std::to_string(static_cast<int>(s)));

@@ -476,7 +476,7 @@ TEST(FlashAttnEmulation, EveryScheduleGivesTheSameBits) {
   c.dropout = 0.2;
   const Inputs in = make_inputs(c, at::kBFloat16);
   const Result fwd = harness_forward(c, in);
-  for (Schedule s : {Schedule::Reverse, Schedule::Shuffled}) {
+  for (Schedule s : {Schedule::Reverse, Schedule::Shuffled, Schedule::WarpByWarp}) {
     const Result other = harness_forward(c, in, false, harness(s));
     EXPECT_TRUE(at::equal(std::get<0>(fwd), std::get<0>(other)));
     EXPECT_TRUE(at::equal(std::get<1>(fwd), std::get<1>(other)));

@@ -267,7 +267,8 @@ TEST(SelectiveScanEmulation, EverySchedule) {
   Case c{1, 7, 90, 3, Form::Var, Form::Grouped, 1, 1};
   c.init = true;
   c.cu = {0, 30, 90};
-  for (Schedule s : {Schedule::Forward, Schedule::Reverse, Schedule::Shuffled}) {
+  for (Schedule s :
+       {Schedule::Forward, Schedule::Reverse, Schedule::Shuffled, Schedule::WarpByWarp}) {
     SCOPED_TRACE(static_cast<int>(s));
     check_case(c, at::kDouble, s);
   }

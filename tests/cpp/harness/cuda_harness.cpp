@@ -500,12 +500,27 @@ void run_block(Run& r, const LaunchOptions& opt, unsigned block_linear) {
   const auto order = order_of(n, opt, block_linear);
   while (!r.failed) {
     bool progressed = false;
-    for (unsigned idx : order) {
-      Fiber& f = r.fibers[idx];
-      if (f.state != State::Ready) continue;
-      resume(r, f);
-      progressed = true;
-      if (r.failed) break;
+    if (opt.schedule == Schedule::WarpByWarp) {
+      // Each warp until none of its lanes can run (all at a barrier, or done).
+      for (unsigned w0 = 0; w0 < n && !r.failed; w0 += 32) {
+        for (bool again = true; again && !r.failed;) {
+          again = false;
+          for (unsigned idx = w0; idx < std::min(n, w0 + 32) && !r.failed; ++idx) {
+            Fiber& f = r.fibers[idx];
+            if (f.state != State::Ready) continue;
+            resume(r, f);
+            progressed = again = true;
+          }
+        }
+      }
+    } else {
+      for (unsigned idx : order) {
+        Fiber& f = r.fibers[idx];
+        if (f.state != State::Ready) continue;
+        resume(r, f);
+        progressed = true;
+        if (r.failed) break;
+      }
     }
     if (r.failed || r.done == n) break;
     if (!progressed) {

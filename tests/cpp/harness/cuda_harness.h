@@ -127,8 +127,16 @@ class LaunchError : public std::runtime_error {
 
 // Order in which the threads of a block (and the blocks of the grid) are run
 // between synchronisation points. A kernel that misses a barrier usually gives
-// a different result under Forward and Reverse.
-enum class Schedule { Forward, Reverse, Shuffled };
+// a different result under Forward and Reverse. Under Forward, Reverse and
+// Shuffled every thread runs to its next barrier or warp collective before any
+// thread runs further, so warps advance in step through their collectives.
+// WarpByWarp runs each warp alone (its lanes in forward order, through its
+// shuffles, mma and ldmatrix) until every lane waits at a block barrier or has
+// exited, then the next warp: a warp then runs ahead of the others by whole
+// phases between __syncthreads, which exposes a missing barrier between
+// warps separated only by warp collectives (a warp reading shared memory that
+// another warp has not written yet, or overwriting what another has not read).
+enum class Schedule { Forward, Reverse, Shuffled, WarpByWarp };
 
 struct LaunchOptions {
   Schedule schedule = Schedule::Forward;

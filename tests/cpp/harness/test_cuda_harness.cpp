@@ -145,6 +145,22 @@ __global__ void neighbour_kernel(const int* in, int* out) {
   out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
 }
 
+// Reads the other warp's shared memory after a warp shuffle; kWithBarrier
+// false is a bug that only Schedule::WarpByWarp shows (under the others every
+// thread writes before any thread passes the shuffle).
+template <bool kWithBarrier>
+__global__ void cross_warp_kernel(const int* in, int* out) {
+  __shared__ int s[64];
+  const unsigned t = threadIdx.x;
+  s[t] = in[t];
+  // Two shuffles: the lane that completes a collective runs on to the next
+  // one, so with one, lane 31 would read before warp 1 wrote under Forward.
+  int mine = __shfl_sync(0xffffffffu, s[t], t % 32);
+  mine = __shfl_sync(0xffffffffu, mine, t % 32);
+  if (kWithBarrier) __syncthreads();
+  out[t] = mine + s[(t + 32) % 64];
+}
+
 // Math intrinsics and half/bfloat16 conversions as kernels write them.
 __global__ void math_kernel(const float* x, float* out) {
   const float v = x[threadIdx.x];
@@ -496,6 +512,34 @@ TEST(CudaHarness, MissingBarrierShowsUnderSomeSchedule) {
   std::iota(in.begin(), in.end(), 5000);
   launch(neighbour_kernel<false>, 1, 64, 0, in.data(), out.data());
   EXPECT_FALSE(correct());
+}
+
+TEST(CudaHarness, MissingBarrierBetweenWarpsShowsWarpByWarp) {
+  std::vector<int> in(64), out(64);
+  auto correct = [&] {
+    for (int t = 0; t < 64; ++t)
+      if (out[t] != in[t] + in[(t + 32) % 64]) return false;
+    return true;
+  };
+  int base = 0;
+  for (auto schedule : {Schedule::Forward, Schedule::Reverse, Schedule::Shuffled,
+                        Schedule::WarpByWarp}) {
+    std::iota(in.begin(), in.end(), base += 1000);
+    LaunchOptions opt;
+    opt.schedule = schedule;
+    launch(opt, cross_warp_kernel<true>, 2, 64, 0, in.data(), out.data());
+    EXPECT_TRUE(correct()) << static_cast<int>(schedule);
+  }
+  // Without the barrier the warps pass the shuffle in step under Forward, so
+  // the bug stays hidden; warp 0 alone reads warp 1's stale values under
+  // WarpByWarp. Fresh inputs, so that stale data cannot match.
+  for (auto schedule : {Schedule::Forward, Schedule::WarpByWarp}) {
+    std::iota(in.begin(), in.end(), base += 1000);
+    LaunchOptions opt;
+    opt.schedule = schedule;
+    launch(opt, cross_warp_kernel<false>, 1, 64, 0, in.data(), out.data());
+    EXPECT_EQ(correct(), schedule == Schedule::Forward) << static_cast<int>(schedule);
+  }
 }
 
 TEST(CudaHarness, MathIntrinsics) {
