@@ -413,11 +413,14 @@ TEST(FlashAttnBwdEmulation, Dtypes) {
   v.dropout = 0.1;
   for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16})
     check_case(v, dtype, {Path::Atomic});
-  Case wide;  // the 128 and 256 accumulator widths in 16-bit types
+  // every accumulator width (64, 128, 256) in 16-bit types (head dimensions
+  // that are no multiple of 8: not on tensor cores)
+  Case wide;
   wide.sq = 20;
   wide.sk = 70;
   wide.h = wide.hk = 1;
-  for (const auto& [d, dv] : std::vector<std::pair<int64_t, int64_t>>{{96, 80}, {160, 256}}) {
+  for (const auto& [d, dv] :
+       std::vector<std::pair<int64_t, int64_t>>{{17, 24}, {100, 84}, {161, 250}}) {
     wide.d = d;
     wide.dv = dv;
     for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) check_case(wide, dtype, {Path::Atomic});
@@ -550,39 +553,49 @@ TEST(FlashAttnBwdEmulation, StridedOutAndDout) {
 
 // --- the tensor-core backward (flash_attn_bwd_mma_kernel.cuh) ---------------------------
 
-// float16 / bfloat16 with head dimensions that are multiples of 8 up to 128
-// run on tensor cores: every bucket, with the masks, caps, biases and dropout,
-// both paths, on shapes that are no multiple of the 64-row / 64-key tiles.
+template <typename T>
+const void* bwd_mma_kernel(int64_t bucket) {
+  using kernelzoo::harness::kernel_id;
+  switch (bucket) {
+    case 32: return kernel_id(fd::flash_bwd_mma_kernel<T, 32>);
+    case 64: return kernel_id(fd::flash_bwd_mma_kernel<T, 64>);
+    case 96: return kernel_id(fd::flash_bwd_mma_kernel<T, 96>);
+    case 128: return kernel_id(fd::flash_bwd_mma_kernel<T, 128>);
+    case 160: return kernel_id(fd::flash_bwd_mma_kernel<T, 160>);
+    case 192: return kernel_id(fd::flash_bwd_mma_kernel<T, 192>);
+    case 224: return kernel_id(fd::flash_bwd_mma_kernel<T, 224>);
+    default: return kernel_id(fd::flash_bwd_mma_kernel<T, 256>);
+  }
+}
+
+// float16 / bfloat16 with head dimensions that are multiples of 8 run on
+// tensor cores: every bucket (64-key blocks up to 128, 32-key blocks with the
+// warps in 2 x 2 above), with the masks, caps, biases and dropout, both paths,
+// on shapes that are no multiple of the tiles.
 TEST(FlashAttnBwdEmulation, TensorCoreKernelEveryBucket) {
-  for (int64_t d : {32, 64, 96, 128}) {
+  for (int64_t d : {32, 64, 96, 128, 160, 192, 224, 256}) {
     for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+      const bool wide = d > 128;  // smaller shapes: the harness is slow at these widths
       Case c;
-      c.sq = 113;
-      c.sk = 203;
-      c.h = 4;
-      c.hk = 2;
+      c.sq = wide ? 45 : 113;
+      c.sk = wide ? 75 : 203;
+      c.h = wide ? 2 : 4;
+      c.hk = wide ? 1 : 2;
       c.d = d;
-      c.dv = d == 96 ? 72 : d;
-      c.right = d == 32 ? 0 : -1;
-      c.left = d == 64 ? 50 : -1;
-      c.softcap = d == 96 ? 3.0 : 0.0;
-      c.alibi = d == 96 ? 1 : 0;
-      c.dropout = d == 128 ? 0.25 : 0.0;
+      c.dv = d == 96 ? 72 : d == 224 ? 200 : d;
+      c.right = d == 32 || d == 160 ? 0 : -1;
+      c.left = d == 64 ? 50 : d == 192 ? 20 : -1;
+      c.softcap = d == 96 || d == 224 ? 3.0 : 0.0;
+      c.alibi = d == 96 || d == 224 ? 1 : 0;
+      c.dropout = d == 128 || d == 256 ? 0.25 : 0.0;
       std::vector<kernelzoo::harness::LaunchRecord> record;
       const Problem p = make_problem(c, dtype);
       emulated_backward(p, Path::Atomic, harness(Schedule::Forward, &record));
       ASSERT_EQ(record.size(), 2u);
-      const void* want = dtype == at::kHalf
-                             ? (d == 32   ? kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<c10::Half, 32>)
-                                : d == 64 ? kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<c10::Half, 64>)
-                                : d == 96 ? kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<c10::Half, 96>)
-                                          : kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<c10::Half, 128>))
-                             : (d == 32   ? kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<c10::BFloat16, 32>)
-                                : d == 64 ? kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<c10::BFloat16, 64>)
-                                : d == 96 ? kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<c10::BFloat16, 96>)
-                                          : kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<c10::BFloat16, 128>));
+      const void* want =
+          dtype == at::kHalf ? bwd_mma_kernel<c10::Half>(d) : bwd_mma_kernel<c10::BFloat16>(d);
       EXPECT_EQ(record[1].kernel, want) << d;
-      EXPECT_EQ(record[1].grid.x, 4u);  // ceil(203 / 64) key blocks
+      EXPECT_EQ(record[1].grid.x, wide ? 3u : 4u) << d;  // ceil(75 / 32), ceil(203 / 64) key blocks
       EXPECT_EQ(record[1].block.x, 128u);
       check_case(c, dtype);
     }
@@ -590,7 +603,7 @@ TEST(FlashAttnBwdEmulation, TensorCoreKernelEveryBucket) {
 }
 
 // Rows that see no key (causal, seqlen_q > seqlen_k), varlen with empty
-// sequences and MQA on the tensor-core kernel.
+// sequences and MQA on the tensor-core kernel, both block sizes.
 TEST(FlashAttnBwdEmulation, TensorCoreKernelEdges) {
   Case c;
   c.sq = 150;
@@ -598,14 +611,35 @@ TEST(FlashAttnBwdEmulation, TensorCoreKernelEdges) {
   c.right = 0;
   c.h = 3;
   c.hk = 1;
-  c.d = c.dv = 64;
-  check_case(c, at::kHalf);
   Case v;
   v.cu_q = {0, 0, 17, 17, 130, 131};
   v.cu_k = {0, 5, 5, 100, 303, 303};
-  v.d = v.dv = 48;
   v.right = 0;
-  check_case(v, at::kBFloat16);
+  for (int64_t d : {64, 176}) {  // 64-key and 32-key blocks
+    c.d = c.dv = d;
+    check_case(c, at::kHalf);
+    v.d = v.dv = d - 16;
+    check_case(v, at::kBFloat16);
+  }
+  // The 32-key blocks' deterministic path: each dQ element is written by one
+  // lane (the warps split the head dimension), so the same bits under every
+  // schedule.
+  Case w;
+  w.batch = 2;
+  w.sq = 45;
+  w.sk = 100;
+  w.h = 2;
+  w.hk = 1;
+  w.d = w.dv = 160;
+  w.left = 40;
+  const Problem p = make_problem(w, at::kHalf);
+  const Grads first = emulated_backward(p, Path::Deterministic, harness(Schedule::Forward));
+  for (Schedule s : {Schedule::Shuffled, Schedule::WarpByWarp}) {
+    const Grads again = emulated_backward(p, Path::Deterministic, harness(s));
+    EXPECT_TRUE(at::equal(first.dq, again.dq)) << static_cast<int>(s);
+    EXPECT_TRUE(at::equal(first.dk, again.dk)) << static_cast<int>(s);
+    EXPECT_TRUE(at::equal(first.dv, again.dv)) << static_cast<int>(s);
+  }
 }
 
 // The deterministic slices under a memory budget of two slices: the key blocks

@@ -24,6 +24,11 @@ KZ_HOST_DEVICE KZ_INLINE int head_dim_bucket(int64_t d) {
   return d <= 32 ? 32 : static_cast<int>((d + 31) / 32 * 32);
 }
 
+// Keys per thread block of the tensor-core backward for a head-dimension
+// bucket (flash_attn_bwd_mma_kernel.cuh); the launch plan sizes its grid and
+// dQ slices with it.
+KZ_HOST_DEVICE constexpr int bwd_mma_block_n(int bucket) { return bucket > 128 ? 32 : 64; }
+
 // Element offsets of (sequence b, query head h) in q / out / lse / s_dmask and
 // of its kv head in k / v, at row 0 of the sequence.
 struct HeadOffsets {

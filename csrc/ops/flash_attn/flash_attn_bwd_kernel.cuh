@@ -45,10 +45,6 @@ extern __shared__ __align__(16) unsigned char flash_smem[];
 static_assert(kBwdThreads % kBwdBlockN == 0 && (kBwdBlockM * kBwdBlockN) % kBwdThreads == 0,
               "the score step gives every thread whole rows of one key");
 
-KZ_HOST_DEVICE KZ_INLINE int64_t bwd_key_blocks(int64_t seqlen_k) {
-  return (seqlen_k + kBwdBlockN - 1) / kBwdBlockN;
-}
-
 // Dynamic shared memory of flash_bwd_simt_kernel (acc_t): Q (kBwdBlockM x D),
 // dO (kBwdBlockM x Dv), P with dropout and dS (kBwdBlockM x kBwdBlockN each),
 // lse and dsum (kBwdBlockM each).

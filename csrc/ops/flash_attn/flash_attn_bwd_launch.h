@@ -46,7 +46,7 @@ void run_bwd(const FlashKernelParams& p, const Launch& launch) {
 template <typename T, int kHeadDim, typename Launch>
 void run_bwd_mma(const FlashKernelParams& p, const Launch& launch) {
   using Traits = BwdTraits<kHeadDim>;
-  static_assert(Traits::kBlockN == kBwdBlockN, "dQ slices are per kBwdBlockN keys");
+  static_assert(Traits::kBlockN == bwd_mma_block_n(kHeadDim), "the plan's key blocks");
   if (p.batch == 0 || p.nheads == 0) return;
   if (p.key_block0 == 0) launch_dsum<T>(p, launch);
   if (p.key_block_count > 0) {

@@ -1,18 +1,25 @@
 // The tensor-core backward of flash attention (FlashAttention-2's structure),
-// float16 and bfloat16, head dimensions up to 128 (larger ones run
-// flash_bwd_simt_kernel). One thread block of kWarps warps per (block of
-// kBlockN keys, query head, sequence): the block's K and V tiles stay in
-// shared memory while the query blocks that see them stream through two
-// buffers of Q and dO (cp.async). Per query block, each warp owns 16 query rows
-// for S = Q K^T and dP = dO V^T (mma.m16n8k16), recomputes P = exp(S - lse)
-// from the forward's log-sum-exp, forms dS = P (dP - rowsum(dO O)) (with the
-// forward's dropout mask and the softcap's derivative), adds dQ = dS K for its
-// rows to dq_accum (atomicAdd, or its key block's own slice when
-// deterministic), and leaves P (dropped) and dS in shared memory; then each
-// warp owns 16 keys and accumulates dV += P^T dO and dK += dS^T Q in
-// registers, written once at the end to dk_accum / dv_accum (unscaled, per
-// query head: flash_attn_bwd_plan.h reduces them). dsum comes from
-// flash_bwd_dsum_kernel (flash_attn_bwd_kernel.cuh), launched before.
+// float16 and bfloat16, every head-dimension bucket. One thread block of 4
+// warps per (block of kBlockN keys, query head, sequence): the block's K and V
+// tiles stay in shared memory while the query blocks that see them stream
+// through two buffers of Q and dO (cp.async). Per query block of kBlockM rows:
+//   1. each warp computes S = Q K^T and dP = dO V^T for its 16 rows and its
+//      share of the keys (mma.m16n8k16), recomputes P = exp(S - lse) from the
+//      forward's log-sum-exp, forms dS = P (dP - rowsum(dO O)) (with the
+//      forward's dropout mask and the softcap's derivative) and leaves P
+//      (dropped) and dS in shared memory;
+//   2. each warp adds dQ = dS K for its 16 rows and its share of the head
+//      dimension to dq_accum (atomicAdd, or its key block's own slice when
+//      deterministic: each element is then written by one lane);
+//   3. each warp accumulates dV += P^T dO and dK += dS^T Q for its 16 keys and
+//      its share of the head dimension in registers, written once at the end
+//      to dk_accum / dv_accum (unscaled, per query head:
+//      flash_attn_bwd_plan.h reduces them).
+// Up to head dimension 128 a block has 64 keys and streams 64 rows, each warp
+// taking whole rows / keys; above, 32 keys and 32 rows with the warps in 2 x 2
+// (half the keys in 1, half the head dimension in 2 and 3), so that dK and dV
+// stay at D / 2 floats per thread. dsum comes from flash_bwd_dsum_kernel
+// (flash_attn_bwd_kernel.cuh), launched before.
 //
 // Requirements as for the forward (flash_attn_fwd_kernel.cuh): 16-byte
 // aligned operands, strides and head dimensions multiples of 8 elements.
@@ -34,8 +41,15 @@ struct BwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = 4;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kBlockM = 16 * kWarps;  // query rows per streamed block
-  static constexpr int kBlockN = 16 * kWarps;  // keys per thread block
+  static constexpr int kBlockN = bwd_mma_block_n(kHeadDim);  // keys per thread block
+  static constexpr int kBlockM = kBlockN;                    // query rows per streamed block
+  static constexpr int kWarpsM = kBlockM / 16;  // warps along the rows (steps 1, 2)
+  static constexpr int kSplit = kWarps / kWarpsM;  // ... and along the keys (1), head dim (2)
+  static constexpr int kWarpsN = kBlockN / 16;     // warps along the keys (3)
+  static constexpr int kSplitD = kWarps / kWarpsN;  // ... and along the head dimension (3)
+  static constexpr int kWarpKeys = kBlockN / kSplit;     // keys of a warp in step 1
+  static constexpr int kWarpColsQ = kHeadDim / kSplit;   // dQ columns of a warp
+  static constexpr int kWarpColsKV = kHeadDim / kSplitD;  // dK, dV columns of a warp
   static constexpr int kStride = kHeadDim + 8;  // padded rows (see FwdTraits)
   static constexpr int kPStride = kBlockN + 8;
   static constexpr int kTileQ = kBlockM * kStride;
@@ -43,19 +57,21 @@ struct BwdTraits {
   static constexpr int kTileP = kBlockM * kPStride;
   // K, V, 2 x Q, 2 x dO, P, dS
   static constexpr int kSmemElements = 2 * kTileK + 4 * kTileQ + 2 * kTileP;
-  static_assert(kHeadDim % 32 == 0 && kHeadDim <= 128, "a head-dimension bucket up to 128");
+  static_assert(kHeadDim % 32 == 0 && kHeadDim <= 256, "a head-dimension bucket");
+  static_assert(kWarpsM * kSplit == kWarps && kWarpsN * kSplitD == kWarps, "warp layout");
+  static_assert(kWarpKeys % 16 == 0 && kWarpColsQ % 16 == 0 && kWarpColsKV % 16 == 0,
+                "pairs of 8-wide tiles per warp");
 };
 
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     flash_bwd_mma_kernel(const FlashKernelParams p) {
   using Traits = BwdTraits<kHeadDim>;
-  using Load = FwdTraits<kHeadDim>;  // same kHeadDim, kThreads and kStride
-  static_assert(Load::kThreads == Traits::kThreads && Load::kStride == Traits::kStride, "loader");
   constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
   constexpr int kStride = Traits::kStride, kPStride = Traits::kPStride;
-  constexpr int kNTiles = kBlockN / 8;   // 8-key tiles of S and dP per warp
-  constexpr int kDTiles = kHeadDim / 8;  // 8-column tiles of dQ, dK, dV
+  constexpr int kNTiles = Traits::kWarpKeys / 8;      // 8-key tiles of S and dP per warp
+  constexpr int kQTiles = Traits::kWarpColsQ / 8;     // 8-column tiles of dQ per warp
+  constexpr int kKVTiles = Traits::kWarpColsKV / 8;   // 8-column tiles of dK, dV per warp
   T* sK = reinterpret_cast<T*>(flash_smem);
   T* sV = sK + Traits::kTileK;
   T* sQ = sV + Traits::kTileK;   // two buffers
@@ -78,23 +94,30 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
   const float* dsum = static_cast<const float*>(p.dsum) + off.lse;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
+  // Steps 1 and 2: rows 16 * wm; keys wm_keys.. (1) and dQ columns wm_cols.. (2).
+  const int wm = warp % Traits::kWarpsM;
+  const int wm_keys = warp / Traits::kWarpsM * Traits::kWarpKeys;
+  const int wm_cols = warp / Traits::kWarpsM * Traits::kWarpColsQ;
+  // Step 3: keys 16 * wn, dK and dV columns wn_cols..
+  const int wn = warp % Traits::kWarpsN;
+  const int wn_cols = warp / Traits::kWarpsN * Traits::kWarpColsKV;
 
-  float dk[kDTiles][4], dv[kDTiles][4];  // keys 16 * warp + (g, g + 8), columns (2t, 2t + 1)
+  float dk[kKVTiles][4], dv[kKVTiles][4];  // keys 16 * wn + (g, g + 8), columns wn_cols + (2t, 2t + 1)
 #pragma unroll
-  for (int d = 0; d < kDTiles; ++d) {
+  for (int d = 0; d < kKVTiles; ++d) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[d][e] = dv[d][e] = 0.f;
   }
 
   if (m_begin < m_end) {
-    load_tile_async<Load, kBlockN>(sK, static_cast<const T*>(p.k) + off.k + n0 * p.k_row_stride,
-                                   p.k_row_stride, cols, p.headdim);
-    load_tile_async<Load, kBlockN>(sV, static_cast<const T*>(p.v) + off.v + n0 * p.v_row_stride,
-                                   p.v_row_stride, cols, p.headdim_v);
-    load_tile_async<Load, kBlockM>(sQ, q + m_begin * p.q_row_stride, p.q_row_stride,
-                                   s.sq - m_begin, p.headdim);
-    load_tile_async<Load, kBlockM>(sdO, dout + m_begin * p.o_row_stride, p.o_row_stride,
-                                   s.sq - m_begin, p.headdim_v);
+    load_tile_async<Traits, kBlockN>(sK, static_cast<const T*>(p.k) + off.k + n0 * p.k_row_stride,
+                                     p.k_row_stride, cols, p.headdim);
+    load_tile_async<Traits, kBlockN>(sV, static_cast<const T*>(p.v) + off.v + n0 * p.v_row_stride,
+                                     p.v_row_stride, cols, p.headdim_v);
+    load_tile_async<Traits, kBlockM>(sQ, q + m_begin * p.q_row_stride, p.q_row_stride,
+                                     s.sq - m_begin, p.headdim);
+    load_tile_async<Traits, kBlockM>(sdO, dout + m_begin * p.o_row_stride, p.o_row_stride,
+                                     s.sq - m_begin, p.headdim_v);
     mma::cp_async_commit();
   }
   const ScoreMap<float> map = score_map<float>(p, s, b, h);
@@ -112,10 +135,11 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const int buf = static_cast<int>(it & 1);
     if (m0 + kBlockM < m_end) {
       const int64_t m1 = m0 + kBlockM;
-      load_tile_async<Load, kBlockM>(sQ + (buf ^ 1) * Traits::kTileQ, q + m1 * p.q_row_stride,
-                                     p.q_row_stride, s.sq - m1, p.headdim);
-      load_tile_async<Load, kBlockM>(sdO + (buf ^ 1) * Traits::kTileQ, dout + m1 * p.o_row_stride,
-                                     p.o_row_stride, s.sq - m1, p.headdim_v);
+      load_tile_async<Traits, kBlockM>(sQ + (buf ^ 1) * Traits::kTileQ, q + m1 * p.q_row_stride,
+                                       p.q_row_stride, s.sq - m1, p.headdim);
+      load_tile_async<Traits, kBlockM>(sdO + (buf ^ 1) * Traits::kTileQ,
+                                       dout + m1 * p.o_row_stride, p.o_row_stride, s.sq - m1,
+                                       p.headdim_v);
       mma::cp_async_commit();
       mma::cp_async_wait<1>();
     } else {
@@ -124,8 +148,9 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     __syncthreads();  // (1) K, V and this block's Q, dO are visible to every thread
     const T* tQ = sQ + buf * Traits::kTileQ;
     const T* tdO = sdO + buf * Traits::kTileQ;
+    const int i = lane / 8;  // the ldmatrix x4 matrix this lane addresses
 
-    // S = Q K^T and dP = dO V^T for the warp's 16 rows.
+    // 1. S = Q K^T and dP = dO V^T for the warp's 16 rows and kWarpKeys keys.
     float sc[kNTiles][4], dp[kNTiles][4];
 #pragma unroll
     for (int n = 0; n < kNTiles; ++n) {
@@ -134,14 +159,13 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     }
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-      const int i = lane / 8;
       uint32_t aq[4], ado[4];
-      const int a_off = (warp * 16 + (i % 2) * 8 + lane % 8) * kStride + kk * 16 + (i / 2) * 8;
+      const int a_off = (wm * 16 + (i % 2) * 8 + lane % 8) * kStride + kk * 16 + (i / 2) * 8;
       mma::ldmatrix(aq, tQ + a_off);
       mma::ldmatrix(ado, tdO + a_off);
 #pragma unroll
       for (int n = 0; n < kNTiles; n += 2) {
-        const int b_off = ((n + i / 2) * 8 + lane % 8) * kStride + kk * 16 + (i % 2) * 8;
+        const int b_off = (wm_keys + (n + i / 2) * 8 + lane % 8) * kStride + kk * 16 + (i % 2) * 8;
         uint32_t bk[4], bv[4];
         mma::ldmatrix(bk, sK + b_off);
         mma::ldmatrix(bv, sV + b_off);
@@ -154,7 +178,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
       }
     }
     // P and dS per element; P (dropped) and dS to shared memory as T.
-    const int64_t row[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
+    const int64_t row[2] = {m0 + wm * 16 + g, m0 + wm * 16 + g + 8};
     float row_lse[2], row_dsum[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -167,7 +191,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        const int64_t j = n0 + n * 8 + 2 * t + (e & 1);
+        const int64_t j = n0 + wm_keys + n * 8 + 2 * t + (e & 1);
         float th = 0.f;
         const float score = map(sc[n][e], row[r], j, softcap ? &th : nullptr);
         const float prob =
@@ -179,7 +203,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         sc[n][e] = keep ? prob * keep_scale : 0.f;  // P with dropout, for dV
         dp[n][e] = ds;
       }
-      const int prow = warp * 16 + g, pcol = n * 8 + 2 * t;
+      const int prow = wm * 16 + g, pcol = wm_keys + n * 8 + 2 * t;
       *reinterpret_cast<uint32_t*>(sP + prow * kPStride + pcol) = mma::pack2<T>(sc[n][0], sc[n][1]);
       *reinterpret_cast<uint32_t*>(sP + (prow + 8) * kPStride + pcol) =
           mma::pack2<T>(sc[n][2], sc[n][3]);
@@ -187,34 +211,32 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
       *reinterpret_cast<uint32_t*>(sdS + (prow + 8) * kPStride + pcol) =
           mma::pack2<T>(dp[n][2], dp[n][3]);
     }
-    // dQ (16 rows x D) = dS K: dS from registers as A fragments (like P in the
-    // forward), K as B stored [k = key][n = d] (ldmatrix_trans).
+    __syncthreads();  // (2) every warp's P and dS are in shared memory
+
+    // 2. dQ (16 rows x kWarpColsQ) = dS K: A = dS stored [row][k = key]
+    // (ldmatrix), B = K stored [k = key][n = d] (ldmatrix_trans).
     uint32_t ads[kBlockN / 16][4];
 #pragma unroll
-    for (int kt = 0; kt < kBlockN / 16; ++kt) {
-      ads[kt][0] = mma::pack2<T>(dp[2 * kt][0], dp[2 * kt][1]);
-      ads[kt][1] = mma::pack2<T>(dp[2 * kt][2], dp[2 * kt][3]);
-      ads[kt][2] = mma::pack2<T>(dp[2 * kt + 1][0], dp[2 * kt + 1][1]);
-      ads[kt][3] = mma::pack2<T>(dp[2 * kt + 1][2], dp[2 * kt + 1][3]);
-    }
+    for (int kt = 0; kt < kBlockN / 16; ++kt)
+      mma::ldmatrix(ads[kt], sdS + (wm * 16 + (i % 2) * 8 + lane % 8) * kPStride + kt * 16 + (i / 2) * 8);
 #pragma unroll
-    for (int d = 0; d < kDTiles; d += 2) {
+    for (int d = 0; d < kQTiles; d += 2) {
       float dq0[4] = {0.f, 0.f, 0.f, 0.f}, dq1[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int kt = 0; kt < kBlockN / 16; ++kt) {
-        const int i = lane / 8;
         uint32_t bk[4];
-        mma::ldmatrix_trans(bk, sK + (kt * 16 + (i % 2) * 8 + lane % 8) * kStride + (d + i / 2) * 8);
+        mma::ldmatrix_trans(bk, sK + (kt * 16 + (i % 2) * 8 + lane % 8) * kStride + wm_cols +
+                                    (d + i / 2) * 8);
         const uint32_t k0[2] = {bk[0], bk[1]}, k1[2] = {bk[2], bk[3]};
         mma::mma_m16n8k16<T>(dq0, ads[kt], k0, dq0);
         mma::mma_m16n8k16<T>(dq1, ads[kt], k1, dq1);
       }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t i = row[e / 2];
-        const int64_t c0 = d * 8 + 2 * t + (e & 1), c1 = c0 + 8;
-        if (i >= s.sq) continue;
-        float* dst = dq_accum + i * dq_row_stride;
+        const int64_t r = row[e / 2];
+        const int64_t c0 = wm_cols + d * 8 + 2 * t + (e & 1), c1 = c0 + 8;
+        if (r >= s.sq) continue;
+        float* dst = dq_accum + r * dq_row_stride;
         if (dq_slices) {  // each element of the slice is this lane's alone
           if (c0 < p.headdim) dst[c0] = dq0[e];
           if (c1 < p.headdim) dst[c1] = dq1[e];
@@ -224,20 +246,19 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         }
       }
     }
-    __syncthreads();  // (2) every warp's P and dS are in shared memory
 
-    // dV += P^T dO and dK += dS^T Q for the warp's 16 keys: A = P^T read from
-    // P stored [row][key] (ldmatrix_trans), B = dO / Q stored [k = row][n = d].
+    // 3. dV += P^T dO and dK += dS^T Q for the warp's 16 keys and kWarpColsKV
+    // columns: A = P^T read from P stored [row][key] (ldmatrix_trans), B = dO /
+    // Q stored [k = row][n = d].
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
-      const int i = lane / 8;
-      const int a_off = (kk * 16 + (i / 2) * 8 + lane % 8) * kPStride + warp * 16 + (i % 2) * 8;
+      const int a_off = (kk * 16 + (i / 2) * 8 + lane % 8) * kPStride + wn * 16 + (i % 2) * 8;
       uint32_t ap[4], ads_t[4];
       mma::ldmatrix_trans(ap, sP + a_off);
       mma::ldmatrix_trans(ads_t, sdS + a_off);
 #pragma unroll
-      for (int d = 0; d < kDTiles; d += 2) {
-        const int b_off = (kk * 16 + (i % 2) * 8 + lane % 8) * kStride + (d + i / 2) * 8;
+      for (int d = 0; d < kKVTiles; d += 2) {
+        const int b_off = (kk * 16 + (i % 2) * 8 + lane % 8) * kStride + wn_cols + (d + i / 2) * 8;
         uint32_t bo[4], bq[4];
         mma::ldmatrix_trans(bo, tdO + b_off);
         mma::ldmatrix_trans(bq, tQ + b_off);
@@ -257,12 +278,12 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
   float* dv_accum = static_cast<float*>(p.dv_accum);
 #pragma unroll
   for (int e = 0; e < 4; e += 2) {
-    const int64_t j = n0 + warp * 16 + g + (e / 2) * 8;
+    const int64_t j = n0 + wn * 16 + g + (e / 2) * 8;
     if (j >= s.sk) continue;
     const int64_t r = (off.rows_k + j) * p.nheads + h;
 #pragma unroll
-    for (int d = 0; d < kDTiles; ++d) {
-      const int64_t c = d * 8 + 2 * t;
+    for (int d = 0; d < kKVTiles; ++d) {
+      const int64_t c = wn_cols + d * 8 + 2 * t;
       if (c < p.headdim) dk_accum[r * p.headdim + c] = dk[d][e];
       if (c + 1 < p.headdim) dk_accum[r * p.headdim + c + 1] = dk[d][e + 1];
       if (c < p.headdim_v) dv_accum[r * p.headdim_v + c] = dv[d][e];

@@ -41,15 +41,14 @@ inline int bwd_max_head_dim(int64_t d, int64_t dv) {
   return m <= 64 ? 64 : m <= 128 ? 128 : m <= 256 ? 256 : -1;
 }
 
-// Tensor cores (T = c10::Half or c10::BFloat16, kHeadDim a bucket up to 128).
+// Tensor cores (T = c10::Half or c10::BFloat16, kHeadDim a bucket).
 template <typename T, int kHeadDim, typename Launch>
 void run_bwd_mma(const FlashKernelParams& p, const Launch& launch);
 
 // Whether a problem runs on the tensor-core backward: float16 / bfloat16 with
-// both head dimensions multiples of 8 and at most 128 (otherwise run_bwd).
+// both head dimensions multiples of 8 (otherwise run_bwd).
 inline bool bwd_on_tensor_cores(at::ScalarType dtype, int64_t d, int64_t dv) {
-  return (dtype == at::kHalf || dtype == at::kBFloat16) && d % 8 == 0 && dv % 8 == 0 &&
-         (d > dv ? d : dv) <= 128;
+  return (dtype == at::kHalf || dtype == at::kBFloat16) && d % 8 == 0 && dv % 8 == 0;
 }
 
 // Fills bw.dq, bw.dk, bw.dv. path: Atomic adds dQ with atomicAdd;
@@ -70,13 +69,15 @@ void launch_backward(const Backward& bw, const Launch& launch, BackwardPath path
   TORCH_CHECK(max_head_dim > 0,
               "_flash_attn_backward: head dimensions up to 256 are supported, but got ", D, " and ",
               Dv);
-  const int64_t key_blocks = bwd_key_blocks(p.seqlen_k);
+  const at::ScalarType dtype = f.q.scalar_type();
+  const bool mma = bwd_on_tensor_cores(dtype, D, Dv);
+  const int bucket = head_dim_bucket(std::max(D, Dv));
+  const int64_t block_n = mma ? bwd_mma_block_n(bucket) : kBwdBlockN;  // keys per thread block
+  const int64_t key_blocks = (p.seqlen_k + block_n - 1) / block_n;
   const bool launch_any = B > 0 && H > 0 && key_blocks > 0;
   TORCH_CHECK(B <= 65535 && H <= 65535 && key_blocks <= std::numeric_limits<int32_t>::max(),
               "_flash_attn_backward: batch (", B, ") and nheads (", H,
               ") must be at most 65535 on CUDA");
-  const at::ScalarType dtype = f.q.scalar_type();
-  const bool mma = bwd_on_tensor_cores(dtype, D, Dv);
 
   // out and dout are read with out's strides (p.o_*), those of a contiguous
   // tensor of their shape: make sure they have them (and, for cp.async,
@@ -134,11 +135,15 @@ void launch_backward(const Backward& bw, const Launch& launch, BackwardPath path
         if constexpr (std::is_same_v<scalar_t, c10::Half> ||
                       std::is_same_v<scalar_t, c10::BFloat16>) {
           if (mma) {
-            switch (head_dim_bucket(std::max(D, Dv))) {
+            switch (bucket) {
               case 32: run_bwd_mma<scalar_t, 32>(p, launch); break;
               case 64: run_bwd_mma<scalar_t, 64>(p, launch); break;
               case 96: run_bwd_mma<scalar_t, 96>(p, launch); break;
-              default: run_bwd_mma<scalar_t, 128>(p, launch); break;
+              case 128: run_bwd_mma<scalar_t, 128>(p, launch); break;
+              case 160: run_bwd_mma<scalar_t, 160>(p, launch); break;
+              case 192: run_bwd_mma<scalar_t, 192>(p, launch); break;
+              case 224: run_bwd_mma<scalar_t, 224>(p, launch); break;
+              default: run_bwd_mma<scalar_t, 256>(p, launch); break;
             }
             return;
           }

@@ -10,7 +10,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BUCKETS = (32, 64, 96, 128, 160, 192, 224, 256)
-BWD_BUCKETS = (32, 64, 96, 128)  # larger head dimensions: the non-tensor-core backward
 HALF_TYPES = {"fp16": "c10::Half", "bf16": "c10::BFloat16"}
 ALL_TYPES = {**HALF_TYPES, "fp32": "float", "fp64": "double"}
 SIMT_DIMS = (64, 128, 256)
@@ -47,7 +46,7 @@ def files():
                       for d in SIMT_DIMS]
         out[f"flash_attn_fwd_other_{name}.cu"] = unit("flash_attn_fwd_launch.h", lines)
     for name, t in HALF_TYPES.items():
-        for d in BWD_BUCKETS:
+        for d in BUCKETS:
             out[f"flash_attn_bwd_hdim{d}_{name}.cu"] = unit(
                 "flash_attn_bwd_launch.h",
                 [f"template void run_bwd_mma<{t}, {d}, CudaLaunch>(const FlashKernelParams&, const CudaLaunch&);"])

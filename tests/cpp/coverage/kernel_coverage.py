@@ -14,7 +14,7 @@ only) turns what they leave behind into one figure per kernel source:
         (also printed) and <out>/kernel_coverage.json.
 
 Which files: every file under <source> matching a --files glob, by default
-csrc/**/*_kernel.cuh and csrc/common/*.cuh, found by glob, not by name.
+csrc/**/*.cuh (kernel bodies and device helpers), found by glob, not by name.
 
 Which lines count (docs/gpu-verification.md, "Coverage of the kernel sources"):
  * every line gcov reports for the file in some suite (any instantiation);
@@ -39,7 +39,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-DEFAULT_FILES = ["csrc/**/*_kernel.cuh", "csrc/common/*.cuh"]
+DEFAULT_FILES = ["csrc/**/*.cuh"]
 REPORT_TXT = "kernel_coverage.txt"
 REPORT_JSON = "kernel_coverage.json"
 
