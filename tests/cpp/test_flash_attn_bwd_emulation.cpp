@@ -242,6 +242,22 @@ void check_case(const Case& c, at::ScalarType dtype = at::kDouble,
   }
 }
 
+// The tensor-core backward's kernel for a head-dimension bucket.
+template <typename T>
+const void* bwd_mma_kernel(int64_t bucket) {
+  using kernelzoo::harness::kernel_id;
+  switch (bucket) {
+    case 32: return kernel_id(fd::flash_bwd_mma_kernel<T, 32>);
+    case 64: return kernel_id(fd::flash_bwd_mma_kernel<T, 64>);
+    case 96: return kernel_id(fd::flash_bwd_mma_kernel<T, 96>);
+    case 128: return kernel_id(fd::flash_bwd_mma_kernel<T, 128>);
+    case 160: return kernel_id(fd::flash_bwd_mma_kernel<T, 160>);
+    case 192: return kernel_id(fd::flash_bwd_mma_kernel<T, 192>);
+    case 224: return kernel_id(fd::flash_bwd_mma_kernel<T, 224>);
+    default: return kernel_id(fd::flash_bwd_mma_kernel<T, 256>);
+  }
+}
+
 // --- cases ---------------------------------------------------------------------------------
 
 // Sequence lengths around and across the 64-key blocks and the 16-row steps,
@@ -413,17 +429,26 @@ TEST(FlashAttnBwdEmulation, Dtypes) {
   v.dropout = 0.1;
   for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16})
     check_case(v, dtype, {Path::Atomic});
-  // every accumulator width (64, 128, 256) in 16-bit types (head dimensions
-  // that are no multiple of 8: not on tensor cores)
-  Case wide;
-  wide.sq = 20;
-  wide.sk = 70;
-  wide.h = wide.hk = 1;
+  // 16-bit head dimensions that are no multiple of 8: on tensor cores, through
+  // copies padded with zeros (q, k, v, out and dout alike)
+  Case odd;
+  odd.sq = 20;
+  odd.sk = 70;
+  odd.h = odd.hk = 1;
   for (const auto& [d, dv] :
        std::vector<std::pair<int64_t, int64_t>>{{17, 24}, {100, 84}, {161, 250}}) {
-    wide.d = d;
-    wide.dv = dv;
-    for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) check_case(wide, dtype, {Path::Atomic});
+    odd.d = d;
+    odd.dv = dv;
+    for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+      std::vector<kernelzoo::harness::LaunchRecord> record;
+      emulated_backward(make_problem(odd, dtype), Path::Atomic, harness(Schedule::Forward, &record));
+      ASSERT_EQ(record.size(), 2u);
+      const int64_t bucket = fd::head_dim_bucket(std::max(d, dv));
+      EXPECT_EQ(record[1].kernel, dtype == at::kHalf ? bwd_mma_kernel<c10::Half>(bucket)
+                                                     : bwd_mma_kernel<c10::BFloat16>(bucket))
+          << d << " " << dv;
+      check_case(odd, dtype, {Path::Atomic});
+    }
   }
 }
 
@@ -535,38 +560,38 @@ TEST(FlashAttnBwdEmulation, Launches) {
 }
 
 // out and dout given as views with the head dimension contiguous but other
-// strides their own: the plan reads them with out's layout.
+// strides their own: the plan reads them with one layout (float16 at an odd
+// head dimension: both padded).
 TEST(FlashAttnBwdEmulation, StridedOutAndDout) {
+  for (const auto& [dtype, d] :
+       std::vector<std::pair<at::ScalarType, int64_t>>{{at::kDouble, 8}, {at::kHalf, 20}}) {
+    Case c;
+    c.batch = 2;
+    c.sq = 20;
+    c.sk = 30;
+    c.d = c.dv = d;
+    Problem p = make_problem(c, dtype);
+    const Grads want = emulated_backward(p, Path::Atomic, harness());
+    Problem s = p;
+    s.out = p.out.transpose(1, 2).contiguous().transpose(1, 2);  // (b, s, h, d) with h outer
+    s.dout = p.dout.transpose(1, 2).contiguous().transpose(1, 2);
+    ASSERT_FALSE(s.dout.is_contiguous());
+    const Grads got = emulated_backward(s, Path::Atomic, harness());
+    EXPECT_TRUE(at::equal(got.dq, want.dq) && at::equal(got.dk, want.dk) &&
+                at::equal(got.dv, want.dv))
+        << c10::toString(dtype);
+  }
+  // only dout strided (out contiguous): the same bits again
   Case c;
-  c.batch = 2;
-  c.sq = 20;
-  c.sk = 30;
-  c.d = c.dv = 8;
-  Problem p = make_problem(c, at::kDouble);
+  c.d = c.dv = 20;
+  Problem p = make_problem(c, at::kHalf);
   const Grads want = emulated_backward(p, Path::Atomic, harness());
-  Problem s = p;
-  s.out = p.out.transpose(1, 2).contiguous().transpose(1, 2);  // (b, s, h, d) with h outer
-  s.dout = p.dout.transpose(1, 2).contiguous().transpose(1, 2);
-  ASSERT_FALSE(s.dout.is_contiguous());
-  expect_close(emulated_backward(s, Path::Atomic, harness()), want, "strided out and dout");
+  p.dout = p.dout.transpose(1, 2).contiguous().transpose(1, 2);
+  const Grads got = emulated_backward(p, Path::Atomic, harness());
+  EXPECT_TRUE(at::equal(got.dq, want.dq) && at::equal(got.dk, want.dk) && at::equal(got.dv, want.dv));
 }
 
 // --- the tensor-core backward (flash_attn_bwd_mma_kernel.cuh) ---------------------------
-
-template <typename T>
-const void* bwd_mma_kernel(int64_t bucket) {
-  using kernelzoo::harness::kernel_id;
-  switch (bucket) {
-    case 32: return kernel_id(fd::flash_bwd_mma_kernel<T, 32>);
-    case 64: return kernel_id(fd::flash_bwd_mma_kernel<T, 64>);
-    case 96: return kernel_id(fd::flash_bwd_mma_kernel<T, 96>);
-    case 128: return kernel_id(fd::flash_bwd_mma_kernel<T, 128>);
-    case 160: return kernel_id(fd::flash_bwd_mma_kernel<T, 160>);
-    case 192: return kernel_id(fd::flash_bwd_mma_kernel<T, 192>);
-    case 224: return kernel_id(fd::flash_bwd_mma_kernel<T, 224>);
-    default: return kernel_id(fd::flash_bwd_mma_kernel<T, 256>);
-  }
-}
 
 // float16 / bfloat16 with head dimensions that are multiples of 8 run on
 // tensor cores: every bucket (64-key blocks up to 128, 32-key blocks with the

@@ -1,5 +1,7 @@
-// The flash-attention backward without tensor cores (all four dtypes), in
-// flash-attn 2's structure: a kernel for dsum = rowsum(dout * out), then one
+// The flash-attention backward without tensor cores, in flash-attn 2's
+// structure (generic in the dtype; the plan runs it for float32 and float64,
+// float16 / bfloat16 take flash_attn_bwd_mma_kernel.cuh, which shares the
+// dsum kernel): a kernel for dsum = rowsum(dout * out), then one
 // block per (key block, query head, sequence) that walks the query rows seeing
 // its keys, recomputes P = exp(score - lse), and accumulates dK and dV of its
 // keys in registers and dQ of the rows in dq_accum. Semantics are the CPU

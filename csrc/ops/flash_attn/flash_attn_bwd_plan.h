@@ -1,11 +1,13 @@
-// Launch plan of the flash-attention CUDA backward (flash_attn_bwd_kernel.cuh)
-// for a launch functor called as launch(kernel, grid, block, shared_bytes,
-// args...): the parameters, the scratch buffers (dsum, dq_accum, dk_accum,
-// dv_accum; layouts in flash_attn_params.h), the dtype and head-dimension
-// dispatch, and the reductions into dq / dk / dv. The CUDA launcher passes
-// CudaLaunch; the CPU-harness tests pass HarnessLaunch. run_bwd is defined in
-// flash_attn_bwd_launch.h and instantiated per dtype in
-// flash_attn_bwd_{fp16,bf16,fp32,fp64}.cu. Host code.
+// Launch plan of the flash-attention CUDA backward
+// (flash_attn_bwd_mma_kernel.cuh for float16 / bfloat16,
+// flash_attn_bwd_kernel.cuh for float32 / float64) for a launch functor
+// called as launch(kernel, grid, block, shared_bytes, args...): the
+// parameters, the scratch buffers (dsum, dq_accum, dk_accum, dv_accum; layouts
+// in flash_attn_params.h), the dtype and head-dimension dispatch, and the
+// reductions into dq / dk / dv. The CUDA launcher passes CudaLaunch; the
+// CPU-harness tests pass HarnessLaunch. run_bwd and run_bwd_mma are defined in
+// flash_attn_bwd_launch.h and instantiated in the generated
+// flash_attn_bwd_*.cu. Host code.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -29,8 +31,9 @@
 namespace kernelzoo {
 namespace flash_attn_detail {
 
-// Launches flash_bwd_dsum_kernel then flash_bwd_simt_kernel<scalar_t,
-// kMaxHeadDim> (p complete: pointers and scratch set).
+// Without tensor cores (scalar_t = float or double): launches
+// flash_bwd_dsum_kernel then flash_bwd_simt_kernel<scalar_t, kMaxHeadDim> (p
+// complete: pointers and scratch set).
 template <typename scalar_t, int kMaxHeadDim, typename Launch>
 void run_bwd(const FlashKernelParams& p, const Launch& launch);
 
@@ -44,12 +47,6 @@ inline int bwd_max_head_dim(int64_t d, int64_t dv) {
 // Tensor cores (T = c10::Half or c10::BFloat16, kHeadDim a bucket).
 template <typename T, int kHeadDim, typename Launch>
 void run_bwd_mma(const FlashKernelParams& p, const Launch& launch);
-
-// Whether a problem runs on the tensor-core backward: float16 / bfloat16 with
-// both head dimensions multiples of 8 (otherwise run_bwd).
-inline bool bwd_on_tensor_cores(at::ScalarType dtype, int64_t d, int64_t dv) {
-  return (dtype == at::kHalf || dtype == at::kBFloat16) && d % 8 == 0 && dv % 8 == 0;
-}
 
 // Fills bw.dq, bw.dk, bw.dv. path: Atomic adds dQ with atomicAdd;
 // Deterministic gives every key block its own dQ slice, summed in order
@@ -70,7 +67,8 @@ void launch_backward(const Backward& bw, const Launch& launch, BackwardPath path
               "_flash_attn_backward: head dimensions up to 256 are supported, but got ", D, " and ",
               Dv);
   const at::ScalarType dtype = f.q.scalar_type();
-  const bool mma = bwd_on_tensor_cores(dtype, D, Dv);
+  // float16 / bfloat16 on tensor cores (run_bwd_mma), float32 / float64 without (run_bwd).
+  const bool mma = dtype == at::kHalf || dtype == at::kBFloat16;
   const int bucket = head_dim_bucket(std::max(D, Dv));
   const int64_t block_n = mma ? bwd_mma_block_n(bucket) : kBwdBlockN;  // keys per thread block
   const int64_t key_blocks = (p.seqlen_k + block_n - 1) / block_n;
@@ -79,16 +77,20 @@ void launch_backward(const Backward& bw, const Launch& launch, BackwardPath path
               "_flash_attn_backward: batch (", B, ") and nheads (", H,
               ") must be at most 65535 on CUDA");
 
-  // out and dout are read with out's strides (p.o_*), those of a contiguous
-  // tensor of their shape: make sure they have them (and, for cp.async,
-  // 16-byte aligned data).
-  const at::Tensor out = f.out.contiguous();
+  // out and dout are read with the same strides (p.o_*): both contiguous, or
+  // on tensor cores both as chunk_aligned_copy makes them (for cp.async:
+  // 16-byte aligned, head dimension padded with zeros to a multiple of 8, as
+  // q, k and v, which changes no product).
+  at::Tensor out = f.out.contiguous();
   at::Tensor dout = bw.dout.contiguous();
-  if (mma && !chunk_aligned(dout)) dout = dout.clone();
-  // q, k, v as the tensor-core kernel reads them (copies when not aligned).
+  if (mma) {
+    out = chunk_aligned_copy(out);
+    dout = chunk_aligned_copy(dout);
+  }
   const at::Tensor q = mma ? chunk_aligned_copy(f.q) : f.q;
   const at::Tensor k = mma ? chunk_aligned_copy(f.k) : f.k;
   const at::Tensor v = mma ? chunk_aligned_copy(f.v) : f.v;
+  strides_of(out, f.varlen, p.o_batch_stride, p.o_row_stride, p.o_head_stride);
   strides_of(q, f.varlen, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
   strides_of(k, f.varlen, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
   strides_of(v, f.varlen, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
@@ -134,24 +136,22 @@ void launch_backward(const Backward& bw, const Launch& launch, BackwardPath path
       KZ_DISPATCH_FLOATING_TYPES(dtype, "_flash_attn_backward", [&] {
         if constexpr (std::is_same_v<scalar_t, c10::Half> ||
                       std::is_same_v<scalar_t, c10::BFloat16>) {
-          if (mma) {
-            switch (bucket) {
-              case 32: run_bwd_mma<scalar_t, 32>(p, launch); break;
-              case 64: run_bwd_mma<scalar_t, 64>(p, launch); break;
-              case 96: run_bwd_mma<scalar_t, 96>(p, launch); break;
-              case 128: run_bwd_mma<scalar_t, 128>(p, launch); break;
-              case 160: run_bwd_mma<scalar_t, 160>(p, launch); break;
-              case 192: run_bwd_mma<scalar_t, 192>(p, launch); break;
-              case 224: run_bwd_mma<scalar_t, 224>(p, launch); break;
-              default: run_bwd_mma<scalar_t, 256>(p, launch); break;
-            }
-            return;
+          switch (bucket) {
+            case 32: run_bwd_mma<scalar_t, 32>(p, launch); break;
+            case 64: run_bwd_mma<scalar_t, 64>(p, launch); break;
+            case 96: run_bwd_mma<scalar_t, 96>(p, launch); break;
+            case 128: run_bwd_mma<scalar_t, 128>(p, launch); break;
+            case 160: run_bwd_mma<scalar_t, 160>(p, launch); break;
+            case 192: run_bwd_mma<scalar_t, 192>(p, launch); break;
+            case 224: run_bwd_mma<scalar_t, 224>(p, launch); break;
+            default: run_bwd_mma<scalar_t, 256>(p, launch); break;
           }
-        }
-        switch (max_head_dim) {
-          case 64: run_bwd<scalar_t, 64>(p, launch); break;
-          case 128: run_bwd<scalar_t, 128>(p, launch); break;
-          default: run_bwd<scalar_t, 256>(p, launch); break;
+        } else {
+          switch (max_head_dim) {
+            case 64: run_bwd<scalar_t, 64>(p, launch); break;
+            case 128: run_bwd<scalar_t, 128>(p, launch); break;
+            default: run_bwd<scalar_t, 256>(p, launch); break;
+          }
         }
       });
       if (slices) {

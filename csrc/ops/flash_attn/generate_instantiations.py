@@ -51,6 +51,8 @@ def files():
                 "flash_attn_bwd_launch.h",
                 [f"template void run_bwd_mma<{t}, {d}, CudaLaunch>(const FlashKernelParams&, const CudaLaunch&);"])
     for name, t in ALL_TYPES.items():
+        if name in HALF_TYPES:  # float16 / bfloat16: the tensor-core backward at every head dim
+            continue
         out[f"flash_attn_bwd_simt_{name}.cu"] = unit(
             "flash_attn_bwd_launch.h",
             [f"template void run_bwd<{t}, {d}, CudaLaunch>(const FlashKernelParams&, const CudaLaunch&);"
