@@ -206,6 +206,13 @@ void expect_close(const Grads& got, const Grads& want, const std::string& what) 
   }
 }
 
+// The same bits in dq, dk and dv.
+void expect_same_bits(const Grads& got, const Grads& want, const std::string& what) {
+  EXPECT_TRUE(at::equal(got.dq, want.dq)) << what << ": dq";
+  EXPECT_TRUE(at::equal(got.dk, want.dk)) << what << ": dk";
+  EXPECT_TRUE(at::equal(got.dv, want.dv)) << what << ": dv";
+}
+
 // The tolerance policy for float16 / bfloat16 (DESIGN.md): the error of the
 // emulated kernel against a float64 reference is at most 3x the error of the
 // CPU backward in the same dtype, plus a floor of 1e-4 of the magnitude (for
@@ -244,18 +251,10 @@ void check_case(const Case& c, at::ScalarType dtype = at::kDouble,
 
 // The tensor-core backward's kernel for a head-dimension bucket.
 template <typename T>
-const void* bwd_mma_kernel(int64_t bucket) {
-  using kernelzoo::harness::kernel_id;
-  switch (bucket) {
-    case 32: return kernel_id(fd::flash_bwd_mma_kernel<T, 32>);
-    case 64: return kernel_id(fd::flash_bwd_mma_kernel<T, 64>);
-    case 96: return kernel_id(fd::flash_bwd_mma_kernel<T, 96>);
-    case 128: return kernel_id(fd::flash_bwd_mma_kernel<T, 128>);
-    case 160: return kernel_id(fd::flash_bwd_mma_kernel<T, 160>);
-    case 192: return kernel_id(fd::flash_bwd_mma_kernel<T, 192>);
-    case 224: return kernel_id(fd::flash_bwd_mma_kernel<T, 224>);
-    default: return kernel_id(fd::flash_bwd_mma_kernel<T, 256>);
-  }
+const void* bwd_mma_kernel(int bucket) {
+  return fd::with_bucket(bucket, [](auto d) {
+    return kernelzoo::harness::kernel_id(fd::flash_bwd_mma_kernel<T, decltype(d)::value>);
+  });
 }
 
 // --- cases ---------------------------------------------------------------------------------
@@ -453,7 +452,10 @@ TEST(FlashAttnBwdEmulation, Dtypes) {
 }
 
 // The deterministic path: the same bits under every schedule (threads and
-// blocks in forward, reverse and shuffled order); both paths close to the CPU.
+// blocks in forward, reverse and shuffled order, warp by warp), on the kernel
+// without tensor cores (float32) and on the tensor-core kernel with 64-key
+// blocks (16) and with 32-key blocks, where the warps split dQ by columns
+// (160); both paths close to the CPU.
 TEST(FlashAttnBwdEmulation, DeterministicPathIsReproducible) {
   Case c;
   c.batch = 2;
@@ -461,18 +463,18 @@ TEST(FlashAttnBwdEmulation, DeterministicPathIsReproducible) {
   c.sk = 140;
   c.h = 2;
   c.hk = 1;
-  c.d = c.dv = 16;
   c.left = 60;
-  for (at::ScalarType dtype : {at::kFloat, at::kHalf}) {
+  for (const auto& [dtype, d] : std::vector<std::pair<at::ScalarType, int64_t>>{
+           {at::kFloat, 16}, {at::kHalf, 16}, {at::kHalf, 160}}) {
+    c.d = c.dv = d;
     const Problem p = make_problem(c, dtype);
     const Grads first = emulated_backward(p, Path::Deterministic, harness(Schedule::Forward));
     for (Schedule s : {Schedule::Reverse, Schedule::Shuffled, Schedule::WarpByWarp}) {
-      const Grads again = emulated_backward(p, Path::Deterministic, harness(s));
-      EXPECT_TRUE(at::equal(first.dq, again.dq)) << static_cast<int>(s);
-      EXPECT_TRUE(at::equal(first.dk, again.dk)) << static_cast<int>(s);
-      EXPECT_TRUE(at::equal(first.dv, again.dv)) << static_cast<int>(s);
+      expect_same_bits(emulated_backward(p, Path::Deterministic, harness(s)), first,
+                       describe(c) + " schedule " + std::to_string(static_cast<int>(s)));
     }
   }
+  c.d = c.dv = 16;
   // the atomic path under the other schedules (the shared tiles' barriers)
   for (Schedule s : {Schedule::Reverse, Schedule::Shuffled, Schedule::WarpByWarp}) {
     const Problem p = make_problem(c, at::kDouble);
@@ -576,10 +578,7 @@ TEST(FlashAttnBwdEmulation, StridedOutAndDout) {
     s.out = p.out.transpose(1, 2).contiguous().transpose(1, 2);  // (b, s, h, d) with h outer
     s.dout = p.dout.transpose(1, 2).contiguous().transpose(1, 2);
     ASSERT_FALSE(s.dout.is_contiguous());
-    const Grads got = emulated_backward(s, Path::Atomic, harness());
-    EXPECT_TRUE(at::equal(got.dq, want.dq) && at::equal(got.dk, want.dk) &&
-                at::equal(got.dv, want.dv))
-        << c10::toString(dtype);
+    expect_same_bits(emulated_backward(s, Path::Atomic, harness()), want, c10::toString(dtype));
   }
   // only dout strided (out contiguous): the same bits again
   Case c;
@@ -587,8 +586,7 @@ TEST(FlashAttnBwdEmulation, StridedOutAndDout) {
   Problem p = make_problem(c, at::kHalf);
   const Grads want = emulated_backward(p, Path::Atomic, harness());
   p.dout = p.dout.transpose(1, 2).contiguous().transpose(1, 2);
-  const Grads got = emulated_backward(p, Path::Atomic, harness());
-  EXPECT_TRUE(at::equal(got.dq, want.dq) && at::equal(got.dk, want.dk) && at::equal(got.dv, want.dv));
+  expect_same_bits(emulated_backward(p, Path::Atomic, harness()), want, "strided dout");
 }
 
 // --- the tensor-core backward (flash_attn_bwd_mma_kernel.cuh) ---------------------------
@@ -645,25 +643,6 @@ TEST(FlashAttnBwdEmulation, TensorCoreKernelEdges) {
     check_case(c, at::kHalf);
     v.d = v.dv = d - 16;
     check_case(v, at::kBFloat16);
-  }
-  // The 32-key blocks' deterministic path: each dQ element is written by one
-  // lane (the warps split the head dimension), so the same bits under every
-  // schedule.
-  Case w;
-  w.batch = 2;
-  w.sq = 45;
-  w.sk = 100;
-  w.h = 2;
-  w.hk = 1;
-  w.d = w.dv = 160;
-  w.left = 40;
-  const Problem p = make_problem(w, at::kHalf);
-  const Grads first = emulated_backward(p, Path::Deterministic, harness(Schedule::Forward));
-  for (Schedule s : {Schedule::Shuffled, Schedule::WarpByWarp}) {
-    const Grads again = emulated_backward(p, Path::Deterministic, harness(s));
-    EXPECT_TRUE(at::equal(first.dq, again.dq)) << static_cast<int>(s);
-    EXPECT_TRUE(at::equal(first.dk, again.dk)) << static_cast<int>(s);
-    EXPECT_TRUE(at::equal(first.dv, again.dv)) << static_cast<int>(s);
   }
 }
 

@@ -43,13 +43,14 @@ struct BwdTraits {
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kBlockN = bwd_mma_block_n(kHeadDim);  // keys per thread block
   static constexpr int kBlockM = kBlockN;                    // query rows per streamed block
-  static constexpr int kWarpsM = kBlockM / 16;  // warps along the rows (steps 1, 2)
-  static constexpr int kSplit = kWarps / kWarpsM;  // ... and along the keys (1), head dim (2)
-  static constexpr int kWarpsN = kBlockN / 16;     // warps along the keys (3)
-  static constexpr int kSplitD = kWarps / kWarpsN;  // ... and along the head dimension (3)
-  static constexpr int kWarpKeys = kBlockN / kSplit;     // keys of a warp in step 1
-  static constexpr int kWarpColsQ = kHeadDim / kSplit;   // dQ columns of a warp
-  static constexpr int kWarpColsKV = kHeadDim / kSplitD;  // dK, dV columns of a warp
+  // The warps form a kSlots x kSplit grid: slot warp % kSlots owns 16 rows
+  // (steps 1, 2) and 16 keys (step 3); split warp / kSlots owns a kWarpKeys
+  // share of the keys (step 1) and a kWarpCols share of the head dimension
+  // (steps 2, 3).
+  static constexpr int kSlots = kBlockN / 16;
+  static constexpr int kSplit = kWarps / kSlots;
+  static constexpr int kWarpKeys = kBlockN / kSplit;
+  static constexpr int kWarpCols = kHeadDim / kSplit;
   static constexpr int kStride = kHeadDim + 8;  // padded rows (see FwdTraits)
   static constexpr int kPStride = kBlockN + 8;
   static constexpr int kTileQ = kBlockM * kStride;
@@ -58,9 +59,8 @@ struct BwdTraits {
   // K, V, 2 x Q, 2 x dO, P, dS
   static constexpr int kSmemElements = 2 * kTileK + 4 * kTileQ + 2 * kTileP;
   static_assert(kHeadDim % 32 == 0 && kHeadDim <= 256, "a head-dimension bucket");
-  static_assert(kWarpsM * kSplit == kWarps && kWarpsN * kSplitD == kWarps, "warp layout");
-  static_assert(kWarpKeys % 16 == 0 && kWarpColsQ % 16 == 0 && kWarpColsKV % 16 == 0,
-                "pairs of 8-wide tiles per warp");
+  static_assert(kSlots * kSplit == kWarps, "warp layout");
+  static_assert(kWarpKeys % 16 == 0 && kWarpCols % 16 == 0, "pairs of 8-wide tiles per warp");
 };
 
 template <typename T, int kHeadDim>
@@ -69,9 +69,8 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
   using Traits = BwdTraits<kHeadDim>;
   constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
   constexpr int kStride = Traits::kStride, kPStride = Traits::kPStride;
-  constexpr int kNTiles = Traits::kWarpKeys / 8;      // 8-key tiles of S and dP per warp
-  constexpr int kQTiles = Traits::kWarpColsQ / 8;     // 8-column tiles of dQ per warp
-  constexpr int kKVTiles = Traits::kWarpColsKV / 8;   // 8-column tiles of dK, dV per warp
+  constexpr int kNTiles = Traits::kWarpKeys / 8;  // 8-key tiles of S and dP per warp
+  constexpr int kDTiles = Traits::kWarpCols / 8;  // 8-column tiles of dQ, dK, dV per warp
   T* sK = reinterpret_cast<T*>(flash_smem);
   T* sV = sK + Traits::kTileK;
   T* sQ = sV + Traits::kTileK;   // two buffers
@@ -94,17 +93,15 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
   const float* dsum = static_cast<const float*>(p.dsum) + off.lse;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  // Steps 1 and 2: rows 16 * wm; keys wm_keys.. (1) and dQ columns wm_cols.. (2).
-  const int wm = warp % Traits::kWarpsM;
-  const int wm_keys = warp / Traits::kWarpsM * Traits::kWarpKeys;
-  const int wm_cols = warp / Traits::kWarpsM * Traits::kWarpColsQ;
-  // Step 3: keys 16 * wn, dK and dV columns wn_cols..
-  const int wn = warp % Traits::kWarpsN;
-  const int wn_cols = warp / Traits::kWarpsN * Traits::kWarpColsKV;
+  // Rows (steps 1, 2) and keys (step 3) 16 * slot..; keys split_keys.. (step 1),
+  // columns split_cols.. (steps 2, 3).
+  const int slot = warp % Traits::kSlots;
+  const int split_keys = warp / Traits::kSlots * Traits::kWarpKeys;
+  const int split_cols = warp / Traits::kSlots * Traits::kWarpCols;
 
-  float dk[kKVTiles][4], dv[kKVTiles][4];  // keys 16 * wn + (g, g + 8), columns wn_cols + (2t, 2t + 1)
+  float dk[kDTiles][4], dv[kDTiles][4];  // keys 16 * slot + (g, g + 8), columns split_cols + (2t, 2t + 1)
 #pragma unroll
-  for (int d = 0; d < kKVTiles; ++d) {
+  for (int d = 0; d < kDTiles; ++d) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[d][e] = dv[d][e] = 0.f;
   }
@@ -160,12 +157,12 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
       uint32_t aq[4], ado[4];
-      const int a_off = (wm * 16 + (i % 2) * 8 + lane % 8) * kStride + kk * 16 + (i / 2) * 8;
+      const int a_off = (slot * 16 + (i % 2) * 8 + lane % 8) * kStride + kk * 16 + (i / 2) * 8;
       mma::ldmatrix(aq, tQ + a_off);
       mma::ldmatrix(ado, tdO + a_off);
 #pragma unroll
       for (int n = 0; n < kNTiles; n += 2) {
-        const int b_off = (wm_keys + (n + i / 2) * 8 + lane % 8) * kStride + kk * 16 + (i % 2) * 8;
+        const int b_off = (split_keys + (n + i / 2) * 8 + lane % 8) * kStride + kk * 16 + (i % 2) * 8;
         uint32_t bk[4], bv[4];
         mma::ldmatrix(bk, sK + b_off);
         mma::ldmatrix(bv, sV + b_off);
@@ -178,7 +175,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
       }
     }
     // P and dS per element; P (dropped) and dS to shared memory as T.
-    const int64_t row[2] = {m0 + wm * 16 + g, m0 + wm * 16 + g + 8};
+    const int64_t row[2] = {m0 + slot * 16 + g, m0 + slot * 16 + g + 8};
     float row_lse[2], row_dsum[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -191,7 +188,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        const int64_t j = n0 + wm_keys + n * 8 + 2 * t + (e & 1);
+        const int64_t j = n0 + split_keys + n * 8 + 2 * t + (e & 1);
         float th = 0.f;
         const float score = map(sc[n][e], row[r], j, softcap ? &th : nullptr);
         const float prob =
@@ -203,7 +200,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         sc[n][e] = keep ? prob * keep_scale : 0.f;  // P with dropout, for dV
         dp[n][e] = ds;
       }
-      const int prow = wm * 16 + g, pcol = wm_keys + n * 8 + 2 * t;
+      const int prow = slot * 16 + g, pcol = split_keys + n * 8 + 2 * t;
       *reinterpret_cast<uint32_t*>(sP + prow * kPStride + pcol) = mma::pack2<T>(sc[n][0], sc[n][1]);
       *reinterpret_cast<uint32_t*>(sP + (prow + 8) * kPStride + pcol) =
           mma::pack2<T>(sc[n][2], sc[n][3]);
@@ -213,19 +210,19 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     }
     __syncthreads();  // (2) every warp's P and dS are in shared memory
 
-    // 2. dQ (16 rows x kWarpColsQ) = dS K: A = dS stored [row][k = key]
+    // 2. dQ (16 rows x kWarpCols) = dS K: A = dS stored [row][k = key]
     // (ldmatrix), B = K stored [k = key][n = d] (ldmatrix_trans).
     uint32_t ads[kBlockN / 16][4];
 #pragma unroll
     for (int kt = 0; kt < kBlockN / 16; ++kt)
-      mma::ldmatrix(ads[kt], sdS + (wm * 16 + (i % 2) * 8 + lane % 8) * kPStride + kt * 16 + (i / 2) * 8);
+      mma::ldmatrix(ads[kt], sdS + (slot * 16 + (i % 2) * 8 + lane % 8) * kPStride + kt * 16 + (i / 2) * 8);
 #pragma unroll
-    for (int d = 0; d < kQTiles; d += 2) {
+    for (int d = 0; d < kDTiles; d += 2) {
       float dq0[4] = {0.f, 0.f, 0.f, 0.f}, dq1[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int kt = 0; kt < kBlockN / 16; ++kt) {
         uint32_t bk[4];
-        mma::ldmatrix_trans(bk, sK + (kt * 16 + (i % 2) * 8 + lane % 8) * kStride + wm_cols +
+        mma::ldmatrix_trans(bk, sK + (kt * 16 + (i % 2) * 8 + lane % 8) * kStride + split_cols +
                                     (d + i / 2) * 8);
         const uint32_t k0[2] = {bk[0], bk[1]}, k1[2] = {bk[2], bk[3]};
         mma::mma_m16n8k16<T>(dq0, ads[kt], k0, dq0);
@@ -234,7 +231,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t r = row[e / 2];
-        const int64_t c0 = wm_cols + d * 8 + 2 * t + (e & 1), c1 = c0 + 8;
+        const int64_t c0 = split_cols + d * 8 + 2 * t + (e & 1), c1 = c0 + 8;
         if (r >= s.sq) continue;
         float* dst = dq_accum + r * dq_row_stride;
         if (dq_slices) {  // each element of the slice is this lane's alone
@@ -247,18 +244,18 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
       }
     }
 
-    // 3. dV += P^T dO and dK += dS^T Q for the warp's 16 keys and kWarpColsKV
+    // 3. dV += P^T dO and dK += dS^T Q for the warp's 16 keys and kWarpCols
     // columns: A = P^T read from P stored [row][key] (ldmatrix_trans), B = dO /
     // Q stored [k = row][n = d].
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
-      const int a_off = (kk * 16 + (i / 2) * 8 + lane % 8) * kPStride + wn * 16 + (i % 2) * 8;
+      const int a_off = (kk * 16 + (i / 2) * 8 + lane % 8) * kPStride + slot * 16 + (i % 2) * 8;
       uint32_t ap[4], ads_t[4];
       mma::ldmatrix_trans(ap, sP + a_off);
       mma::ldmatrix_trans(ads_t, sdS + a_off);
 #pragma unroll
-      for (int d = 0; d < kKVTiles; d += 2) {
-        const int b_off = (kk * 16 + (i % 2) * 8 + lane % 8) * kStride + wn_cols + (d + i / 2) * 8;
+      for (int d = 0; d < kDTiles; d += 2) {
+        const int b_off = (kk * 16 + (i % 2) * 8 + lane % 8) * kStride + split_cols + (d + i / 2) * 8;
         uint32_t bo[4], bq[4];
         mma::ldmatrix_trans(bo, tdO + b_off);
         mma::ldmatrix_trans(bq, tQ + b_off);
@@ -278,12 +275,12 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
   float* dv_accum = static_cast<float*>(p.dv_accum);
 #pragma unroll
   for (int e = 0; e < 4; e += 2) {
-    const int64_t j = n0 + wn * 16 + g + (e / 2) * 8;
+    const int64_t j = n0 + slot * 16 + g + (e / 2) * 8;
     if (j >= s.sk) continue;
     const int64_t r = (off.rows_k + j) * p.nheads + h;
 #pragma unroll
-    for (int d = 0; d < kKVTiles; ++d) {
-      const int64_t c = wn_cols + d * 8 + 2 * t;
+    for (int d = 0; d < kDTiles; ++d) {
+      const int64_t c = split_cols + d * 8 + 2 * t;
       if (c < p.headdim) dk_accum[r * p.headdim + c] = dk[d][e];
       if (c + 1 < p.headdim) dk_accum[r * p.headdim + c + 1] = dk[d][e + 1];
       if (c < p.headdim_v) dv_accum[r * p.headdim_v + c] = dv[d][e];

@@ -136,16 +136,8 @@ void launch_backward(const Backward& bw, const Launch& launch, BackwardPath path
       KZ_DISPATCH_FLOATING_TYPES(dtype, "_flash_attn_backward", [&] {
         if constexpr (std::is_same_v<scalar_t, c10::Half> ||
                       std::is_same_v<scalar_t, c10::BFloat16>) {
-          switch (bucket) {
-            case 32: run_bwd_mma<scalar_t, 32>(p, launch); break;
-            case 64: run_bwd_mma<scalar_t, 64>(p, launch); break;
-            case 96: run_bwd_mma<scalar_t, 96>(p, launch); break;
-            case 128: run_bwd_mma<scalar_t, 128>(p, launch); break;
-            case 160: run_bwd_mma<scalar_t, 160>(p, launch); break;
-            case 192: run_bwd_mma<scalar_t, 192>(p, launch); break;
-            case 224: run_bwd_mma<scalar_t, 224>(p, launch); break;
-            default: run_bwd_mma<scalar_t, 256>(p, launch); break;
-          }
+          with_bucket(bucket,
+                      [&](auto d) { run_bwd_mma<scalar_t, decltype(d)::value>(p, launch); });
         } else {
           switch (max_head_dim) {
             case 64: run_bwd<scalar_t, 64>(p, launch); break;

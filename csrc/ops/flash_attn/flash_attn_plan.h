@@ -50,6 +50,23 @@ constexpr int64_t kFwdBlockM = 64;  // both kernels
 
 inline int simt_head_dim(int64_t d) { return d <= 64 ? 64 : d <= 128 ? 128 : 256; }
 
+// fn(std::integral_constant<int, B>{}) for the head-dimension bucket B of
+// head_dim_bucket (32, 64, ..., 256): the compile-time dispatch to the
+// tensor-core kernels' instantiations.
+template <typename Fn>
+decltype(auto) with_bucket(int bucket, Fn&& fn) {
+  switch (bucket) {
+    case 32: return fn(std::integral_constant<int, 32>{});
+    case 64: return fn(std::integral_constant<int, 64>{});
+    case 96: return fn(std::integral_constant<int, 96>{});
+    case 128: return fn(std::integral_constant<int, 128>{});
+    case 160: return fn(std::integral_constant<int, 160>{});
+    case 192: return fn(std::integral_constant<int, 192>{});
+    case 224: return fn(std::integral_constant<int, 224>{});
+    default: return fn(std::integral_constant<int, 256>{});
+  }
+}
+
 struct ForwardConfig {
   int sm_count = 132;      // multiprocessors of the device (split-KV heuristic)
   int64_t num_splits = 0;  // 0: chosen below; tests force a number
@@ -167,16 +184,7 @@ void launch_forward(Forward& f, const Launch& launch, const ForwardConfig& confi
   KZ_DISPATCH_FLOATING_TYPES(dtype, "flash_attn_forward", [&] {
     if (run) {
       if constexpr (std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>) {
-        switch (bucket) {
-          case 32: run_fwd<scalar_t, 32>(p, launch); break;
-          case 64: run_fwd<scalar_t, 64>(p, launch); break;
-          case 96: run_fwd<scalar_t, 96>(p, launch); break;
-          case 128: run_fwd<scalar_t, 128>(p, launch); break;
-          case 160: run_fwd<scalar_t, 160>(p, launch); break;
-          case 192: run_fwd<scalar_t, 192>(p, launch); break;
-          case 224: run_fwd<scalar_t, 224>(p, launch); break;
-          default: run_fwd<scalar_t, 256>(p, launch); break;
-        }
+        with_bucket(bucket, [&](auto d) { run_fwd<scalar_t, decltype(d)::value>(p, launch); });
       } else {
         switch (bucket) {
           case 64: run_fwd_simt<scalar_t, 64>(p, launch); break;
